@@ -1,0 +1,6 @@
+"""Pure domain types: no I/O, no frameworks."""
+
+from smartrec.domain.dataset import IdMap, Interactions
+from smartrec.domain.weights import DEFAULT_EVENT_WEIGHTS, EventWeights
+
+__all__ = ["DEFAULT_EVENT_WEIGHTS", "EventWeights", "IdMap", "Interactions"]

@@ -1,0 +1,59 @@
+"""The exception tree. The API maps each class to an RFC 9457 problem with a fixed status."""
+
+from __future__ import annotations
+
+
+class SmartrecError(Exception):
+    """Base of every error smartrec raises on purpose."""
+
+    status: int = 500
+    title: str = "Internal error"
+
+
+class ConfigError(SmartrecError):
+    status = 500
+    title = "Configuration error"
+
+
+class ValidationFailed(SmartrecError):
+    status = 422
+    title = "Invalid request"
+
+
+class PayloadTooLarge(SmartrecError):
+    status = 413
+    title = "Payload too large"
+
+
+class NotFound(SmartrecError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(SmartrecError):
+    status = 409
+    title = "Conflict"
+
+
+class ModelError(SmartrecError):
+    status = 500
+    title = "Model error"
+
+
+class NotFittedError(ModelError):
+    title = "Model not fitted"
+
+
+class TrainingError(SmartrecError):
+    status = 422
+    title = "Training failed"
+
+
+class NotReady(SmartrecError):
+    status = 503
+    title = "Service not ready"
+
+
+class DatasetError(SmartrecError):
+    status = 422
+    title = "Dataset error"
