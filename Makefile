@@ -1,0 +1,41 @@
+# smartrec — the two set-up commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+
+.PHONY: demo test lint format bench clean services
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# One install with the dev extras serves both targets; re-run when pyproject changes.
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/smartrec demo $(DEMO_ARGS)
+
+services:
+	bash scripts/ensure-services.sh
+
+test: $(STAMP) services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
+
+bench: $(STAMP) services
+	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/serve.py
+
+clean:
+	rm -rf $(VENV) .smartrec .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,153 @@
+"""Settings: every backend is chosen by a URL; embedded defaults keep all state under one home.
+
+Sources, highest priority first: explicit arguments, ``SMARTREC_*`` environment variables, a TOML
+file (``SMARTREC_CONFIG`` or ``--config``), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from smartrec.domain.weights import DEFAULT_EVENT_WEIGHTS, VALUE_TYPES, EventWeights
+
+DEFAULT_MODELS: dict[str, dict[str, Any]] = {
+    "popularity": {},
+    "itemknn": {"k": 100, "shrink": 10.0},
+    "ease": {"l2": 500.0},
+    "als": {"factors": 64, "iterations": 15},
+    "bpr": {"factors": 64, "iterations": 100},
+}
+
+
+class Settings(BaseSettings):
+    """All configuration of one smartrec deployment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SMARTREC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    #: Where embedded state lives: SQLite database, MLflow store, artifacts.
+    home: Path = Path(".smartrec")
+    #: SQLAlchemy URL of the catalog + event log. Default: SQLite under ``home``.
+    database_url: str | None = None
+    #: MLflow tracking URI (the model registry). Default: MLflow on SQLite under ``home``.
+    registry_url: str | None = None
+    #: Where model artifacts are written (a path or fsspec URL). Default: ``home/artifacts``.
+    artifacts_url: str | None = None
+    #: Registered model name in MLflow.
+    model_name: str = "smartrec"
+    #: MLflow experiment that training runs are logged under.
+    experiment: str = "smartrec"
+
+    #: Weight of each accepted event type; ``rating`` (see ``value_event_types``) scales by value.
+    event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    value_event_types: list[str] = Field(default_factory=lambda: sorted(VALUE_TYPES))
+
+    #: Algorithms trained by each job, with their parameters; the best on validation wins.
+    models: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_MODELS))
+    #: Share of the newest events held out (in time) to choose and compare models.
+    validation_fraction: float = Field(0.1, gt=0.0, lt=0.9)
+    #: Metric that picks the best model and decides promotion to ``champion``.
+    selection_metric: str = "ndcg@10"
+    #: Half-life of the popularity fallback (days); None = no decay.
+    popularity_half_life_days: float | None = 30.0
+    #: Minimum events before training is attempted.
+    min_training_events: int = 10
+
+    #: Largest accepted ingest batch (rows) and request body (bytes).
+    max_batch_size: int = Field(10_000, gt=0)
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    #: Largest ``n`` a recommendation request may ask for.
+    max_n: int = Field(1000, gt=0)
+    #: Seconds between checks of the registry for a moved ``champion`` alias (0 = never).
+    reload_interval_s: float = 10.0
+    #: Load the champion at start (turn off in tests that build state by hand).
+    load_model_on_start: bool = True
+    #: Seconds a popular-items answer may be reused.
+    popular_cache_ttl_s: float = 30.0
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+    @field_validator("event_weights")
+    @classmethod
+    def _weights_not_empty(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("at least one event type must be configured")
+        return value
+
+    @model_validator(mode="after")
+    def _value_types_known(self) -> Settings:
+        unknown = set(self.value_event_types) - set(self.event_weights)
+        if unknown:
+            raise ValueError(f"value_event_types not in event_weights: {sorted(unknown)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = os.environ.get("SMARTREC_CONFIG")
+        if toml_file:
+            if not Path(toml_file).is_file():
+                from smartrec.errors import ConfigError
+
+                raise ConfigError(f"SMARTREC_CONFIG={toml_file} does not exist")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    # ----------------------------------------------------------------- derived values
+    @property
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_home / 'smartrec.db'}"
+
+    @property
+    def resolved_registry_url(self) -> str:
+        return self.registry_url or f"sqlite:///{self.resolved_home / 'mlflow.db'}"
+
+    @property
+    def resolved_artifacts_url(self) -> str:
+        return self.artifacts_url or str(self.resolved_home / "artifacts")
+
+    @property
+    def weights(self) -> EventWeights:
+        return EventWeights(dict(self.event_weights), frozenset(self.value_event_types))
+
+    def ensure_home(self) -> None:
+        """Create the home directory when an embedded backend needs it."""
+        needs_home = (
+            self.database_url is None or self.registry_url is None or self.artifacts_url is None
+        )
+        if needs_home:
+            self.resolved_home.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, optionally a TOML file, and explicit overrides."""
+    if config_file is not None:
+        os.environ["SMARTREC_CONFIG"] = str(config_file)
+    return Settings(**overrides)

@@ -1,0 +1,5 @@
+"""Storage ports (Protocols) and their adapters; drivers are imported inside adapters only."""
+
+from smartrec.storage.ports import CatalogStore, EventStore, JobStore
+
+__all__ = ["CatalogStore", "EventStore", "JobStore"]

@@ -1,0 +1,81 @@
+"""Tables of the catalog, the event log and training jobs. Times are epoch milliseconds."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+ID_LEN = 256
+
+items = Table(
+    "items",
+    metadata,
+    Column("item_id", String(ID_LEN), primary_key=True),
+    Column("title", Text, nullable=True),
+    Column("categories", JsonType, nullable=False),
+    Column("attributes", JsonType, nullable=False),
+    Column("text", Text, nullable=True),
+    Column("available", Boolean, nullable=False),
+    Column("published_at", BigInteger, nullable=True),
+    # Created by an event for an item the catalog did not have yet.
+    Column("placeholder", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", String(ID_LEN), primary_key=True),
+    Column("attributes", JsonType, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("event_id", String(ID_LEN), primary_key=True),
+    Column("user_id", String(ID_LEN), nullable=False),
+    Column("item_id", String(ID_LEN), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("value", Float, nullable=True),
+    Column("ts", BigInteger, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    Index(None, "user_id", "ts"),
+    Index(None, "ts"),
+)
+
+training_jobs = Table(
+    "training_jobs",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("request", JsonType, nullable=False),
+    Column("model_version", String(64), nullable=True),
+    Column("metrics", JsonType, nullable=True),
+    Column("result", JsonType, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("started_at", BigInteger, nullable=True),
+    Column("finished_at", BigInteger, nullable=True),
+)

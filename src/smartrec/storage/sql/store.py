@@ -1,0 +1,351 @@
+"""The SQL adapter: one class serving the catalog, event and job ports on SQLite and PostgreSQL.
+
+Batch writes use the dialect's ``INSERT ... ON CONFLICT`` through SQLAlchemy's insertmanyvalues,
+so that one HTTP batch is a handful of round trips and one transaction: a rejected or failed
+batch writes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import Connection, make_url
+
+from smartrec.errors import ConfigError
+from smartrec.storage.ports import CatalogItem, EventRecord, EventSnapshot
+from smartrec.storage.sql import schema
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def normalise_url(url: str) -> str:
+    """Pick the psycopg 3 driver for plain ``postgresql://`` URLs (the documented form)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+class SqlStore:
+    """Catalog, event log and job table in one SQL database."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = normalise_url(url)
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigError(f"unsupported database {self.dialect!r}: use sqlite:// or postgresql://")
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.dialect == "sqlite":
+            database = parsed.database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        try:
+            self.engine: Engine = create_engine(self.url, **kwargs)
+        except ModuleNotFoundError as exc:  # pragma: no cover - depends on extras
+            raise ConfigError(
+                f"the driver for {self.dialect} is not installed: pip install 'smartrec[postgres]' ({exc})"
+            ) from exc
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    # ----------------------------------------------------------------- lifecycle
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision."""
+        from smartrec.storage.sql.migrate import upgrade
+
+        upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+            return True
+        except Exception:
+            return False
+
+    def _insert(self) -> Any:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+
+    # ----------------------------------------------------------------- catalog
+    def upsert_items(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert or fully replace items; a placeholder made by an event becomes a real item."""
+        if not rows:
+            return 0
+        ts = now_ms()
+        values = [
+            {
+                "item_id": r["item_id"],
+                "title": r.get("title"),
+                "categories": list(r.get("categories") or []),
+                "attributes": dict(r.get("attributes") or {}),
+                "text": r.get("text"),
+                "available": bool(r.get("available", True)),
+                "published_at": r.get("published_at"),
+                "placeholder": False,
+                "created_at": ts,
+                "updated_at": ts,
+            }
+            for r in _last_wins(rows, "item_id")
+        ]
+        stmt = self._insert()(schema.items)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["item_id"],
+            set_={
+                c: stmt.excluded[c]
+                for c in (
+                    "title",
+                    "categories",
+                    "attributes",
+                    "text",
+                    "available",
+                    "published_at",
+                    "placeholder",
+                    "updated_at",
+                )
+            },
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt, values)
+        return len(values)
+
+    def upsert_users(self, rows: Sequence[dict[str, Any]]) -> int:
+        if not rows:
+            return 0
+        ts = now_ms()
+        values = [
+            {
+                "user_id": r["user_id"],
+                "attributes": dict(r.get("attributes") or {}),
+                "created_at": ts,
+                "updated_at": ts,
+            }
+            for r in _last_wins(rows, "user_id")
+        ]
+        stmt = self._insert()(schema.users)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["user_id"],
+            set_={"attributes": stmt.excluded.attributes, "updated_at": stmt.excluded.updated_at},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt, values)
+        return len(values)
+
+    def catalog(self, item_ids: Iterable[str] | None = None) -> dict[str, CatalogItem]:
+        cols = schema.items.c
+        query = select(
+            cols.item_id, cols.title, cols.categories, cols.attributes, cols.available, cols.placeholder
+        )
+        out: dict[str, CatalogItem] = {}
+        with self.engine.connect() as conn:
+            if item_ids is None:
+                batches: list[Any] = [query]
+            else:
+                ids = list(dict.fromkeys(item_ids))
+                batches = [
+                    query.where(cols.item_id.in_(ids[i : i + 5000])) for i in range(0, len(ids), 5000)
+                ]
+            for q in batches:
+                for row in conn.execute(q):
+                    out[row.item_id] = CatalogItem(
+                        item_id=row.item_id,
+                        title=row.title,
+                        categories=list(row.categories or []),
+                        attributes=dict(row.attributes or {}),
+                        available=bool(row.available),
+                        placeholder=bool(row.placeholder),
+                    )
+        return out
+
+    def item_exists(self, item_id: str) -> bool:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(schema.items.c.item_id).where(schema.items.c.item_id == item_id)
+            ).first()
+        return found is not None
+
+    def count_items(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(schema.items)).scalar_one())
+
+    def count_users(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(schema.users)).scalar_one())
+
+    # ----------------------------------------------------------------- events
+    def add_events(self, events: Sequence[EventRecord]) -> tuple[int, int]:
+        """Store events once each; returns (accepted, duplicates).
+
+        Unknown users are created, unknown items become placeholders, all in the same
+        transaction as the events: the batch lands whole or not at all.
+        """
+        if not events:
+            return 0, 0
+        unique: dict[str, EventRecord] = {}
+        for e in events:
+            unique.setdefault(e.event_id, e)
+        in_batch_dupes = len(events) - len(unique)
+        ts = now_ms()
+        insert_ = self._insert()
+        user_rows = [
+            {"user_id": u, "attributes": {}, "created_at": ts, "updated_at": ts}
+            for u in dict.fromkeys(e.user_id for e in unique.values())
+        ]
+        item_rows = [
+            {
+                "item_id": i,
+                "title": None,
+                "categories": [],
+                "attributes": {},
+                "text": None,
+                "available": True,
+                "published_at": None,
+                "placeholder": True,
+                "created_at": ts,
+                "updated_at": ts,
+            }
+            for i in dict.fromkeys(e.item_id for e in unique.values())
+        ]
+        event_rows = [
+            {
+                "event_id": e.event_id,
+                "user_id": e.user_id,
+                "item_id": e.item_id,
+                "type": e.type,
+                "value": e.value,
+                "ts": e.ts,
+                "received_at": ts,
+            }
+            for e in unique.values()
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(insert_(schema.users).on_conflict_do_nothing(index_elements=["user_id"]), user_rows)
+            conn.execute(insert_(schema.items).on_conflict_do_nothing(index_elements=["item_id"]), item_rows)
+            inserted = self._insert_events(conn, event_rows)
+        return inserted, in_batch_dupes + (len(event_rows) - inserted)
+
+    def _insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
+        stmt = (
+            self._insert()(schema.events)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(schema.events.c.event_id)
+        )
+        result = conn.execute(stmt, rows)
+        return len(result.all())
+
+    def snapshot(self) -> EventSnapshot:
+        """The whole event log ordered by time: the training input."""
+        c = schema.events.c
+        users: list[str] = []
+        items: list[str] = []
+        types: list[str] = []
+        values: list[float | None] = []
+        times: list[float] = []
+        query = select(c.user_id, c.item_id, c.type, c.value, c.ts).order_by(c.ts, c.event_id)
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=50_000).execute(query)
+            for part in result.partitions():
+                for u, i, t, v, ts in part:
+                    users.append(u)
+                    items.append(i)
+                    types.append(t)
+                    values.append(v)
+                    times.append(ts / 1000.0)
+        return EventSnapshot(users, items, types, values, times)
+
+    def user_history(self, user_id: str, limit: int = 500) -> list[tuple[str, str, float | None]]:
+        """The user's newest events, newest first: (item_id, type, value)."""
+        c = schema.events.c
+        query = (
+            select(c.item_id, c.type, c.value)
+            .where(c.user_id == user_id)
+            .order_by(c.ts.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(r[0], r[1], r[2]) for r in conn.execute(query)]
+
+    def item_activity(self, since_ms: int | None) -> list[tuple[str, str, float | None, int]]:
+        """(item_id, type, value, count) grouped, for events at or after ``since_ms``."""
+        c = schema.events.c
+        query = select(c.item_id, c.type, c.value, func.count()).group_by(c.item_id, c.type, c.value)
+        if since_ms is not None:
+            query = query.where(c.ts >= since_ms)
+        with self.engine.connect() as conn:
+            return [(r[0], r[1], r[2], int(r[3])) for r in conn.execute(query)]
+
+    def newest_event_ms(self) -> int | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(func.max(schema.events.c.ts))).scalar()
+        return None if value is None else int(value)
+
+    def count_events(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(schema.events)).scalar_one())
+
+    # ----------------------------------------------------------------- jobs
+    def create_job(self, job_id: str, request: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(schema.training_jobs).values(
+                    job_id=job_id, status="queued", request=request, created_at=now_ms()
+                )
+            )
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(schema.training_jobs)
+                .where(schema.training_jobs.c.job_id == job_id)
+                .values(**fields)
+            )
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(schema.training_jobs).where(schema.training_jobs.c.job_id == job_id)
+            ).first()
+        return None if row is None else dict(row._mapping)
+
+    def fail_unfinished_jobs(self, reason: str) -> int:
+        """Jobs left queued/running by a process that died can never finish: say so."""
+        jobs = schema.training_jobs
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(jobs.c.status.in_(["queued", "running"]))
+                .values(status="failed", error=reason, finished_at=now_ms())
+            )
+        return int(result.rowcount or 0)
+
+
+def _last_wins(rows: Sequence[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """A batch naming one id twice keeps the last row (ON CONFLICT cannot touch a row twice)."""
+    return list({r[key]: r for r in rows}.values())
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    # WAL lets readers run beside the writer; FULL makes an acknowledged batch survive power loss.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
