@@ -9,6 +9,11 @@ class SmartrecError(Exception):
     status: int = 500
     title: str = "Internal error"
 
+    def __init__(self, message: str = "", *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = message
+        self.field = field
+
 
 class ConfigError(SmartrecError):
     status = 500

@@ -1,0 +1,24 @@
+"""Dependency aliases (``Annotated``) so routers stay short."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from smartrec.api.metrics import Metrics
+from smartrec.api.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

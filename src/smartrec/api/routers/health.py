@@ -1,0 +1,40 @@
+"""Liveness, readiness and Prometheus metrics for the load balancer and the scraper."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from smartrec.api.deps import MetricsDep, RuntimeDep
+from smartrec.api.problems import problem
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=None)
+def readyz(rt: RuntimeDep) -> Any:
+    if not rt.store.ping():
+        return problem(503, "Service not ready", "the database does not answer")
+    if not rt.service.ready():
+        return problem(
+            503,
+            "Service not ready",
+            "no model is loaded and there are no events for the popularity fallback",
+        )
+    return {"status": "ready", "model_version": rt.service.model_version}
+
+
+@router.get("/metrics")
+def metrics(rt: RuntimeDep, m: MetricsDep) -> Response:
+    m.model_info.clear()
+    state = rt.service.state
+    if state is not None:
+        m.model_info.labels(state.version, state.bundle.algorithm).set(1)
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

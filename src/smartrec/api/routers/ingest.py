@@ -1,0 +1,32 @@
+"""Catalog and behaviour ingest: items, users, events."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from smartrec.api.deps import MetricsDep, RuntimeDep
+from smartrec.schemas import EventsIn, EventsOut, ItemsIn, UpsertOut, UsersIn
+
+router = APIRouter(tags=["ingest"])
+
+
+@router.post("/items", response_model=UpsertOut)
+def upsert_items(body: ItemsIn, rt: RuntimeDep) -> UpsertOut:
+    """Insert or replace items (every field of an item is replaced by what is sent)."""
+    count = rt.ingestor.add_items(body.items)
+    rt.service.catalog_changed([i.item_id for i in body.items])
+    return UpsertOut(upserted=count)
+
+
+@router.post("/users", response_model=UpsertOut)
+def upsert_users(body: UsersIn, rt: RuntimeDep) -> UpsertOut:
+    return UpsertOut(upserted=rt.ingestor.add_users(body.users))
+
+
+@router.post("/events", response_model=EventsOut, status_code=status.HTTP_202_ACCEPTED)
+def add_events(body: EventsIn, rt: RuntimeDep, metrics: MetricsDep) -> EventsOut:
+    """Store behaviour events. Durable when answered; an event seen before counts as duplicate."""
+    accepted, duplicates = rt.ingestor.add_events(body.events)
+    metrics.events.inc(accepted)
+    metrics.duplicates.inc(duplicates)
+    return EventsOut(accepted=accepted, duplicates=duplicates)

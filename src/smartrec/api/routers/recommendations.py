@@ -1,0 +1,102 @@
+"""Reading side: personalised, similar, popular, session and re-ranking."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from smartrec.api.deps import MetricsDep, RuntimeDep
+from smartrec.errors import ValidationFailed
+from smartrec.schemas import RankingIn, RecommendationsOut, RecommendedItem, SessionIn
+from smartrec.serving import Results
+
+router = APIRouter(tags=["recommendations"])
+
+N = Annotated[int, Query(ge=1, description="How many items to return")]
+Category = Annotated[str | None, Query(max_length=256, description="Only items of this category")]
+
+
+def _check_n(n: int, limit: int) -> None:
+    if n > limit:
+        raise ValidationFailed(f"n={n} is over the limit of {limit} (SMARTREC_MAX_N)", field="n")
+
+
+def _items(results: Results) -> list[RecommendedItem]:
+    return [RecommendedItem(item_id=r.item_id, score=r.score, reasons=r.reasons) for r in results.items]
+
+
+def _source(results: Results) -> str:
+    if not results.items:
+        return "empty"
+    return str(results.items[0].reasons[0].get("kind", "model")) if results.items[0].reasons else "model"
+
+
+@router.get("/users/{user_id}/recommendations", response_model=RecommendationsOut)
+def user_recommendations(
+    rt: RuntimeDep,
+    metrics: MetricsDep,
+    user_id: Annotated[str, Path(min_length=1, max_length=256)],
+    n: N = 10,
+    exclude_seen: bool = True,
+    category: Category = None,
+    filter: Annotated[str | None, Query(max_length=2000)] = None,  # noqa: A002 - API name
+    page_token: Annotated[str | None, Query(max_length=512)] = None,
+) -> RecommendationsOut:
+    _check_n(n, rt.settings.max_n)
+    if filter is not None:
+        raise ValidationFailed(
+            "filter expressions are not supported by this server version; use `category`",
+            field="filter",
+        )
+    results = rt.service.recommend(user_id, n, exclude_seen, category, page_token)
+    metrics.recommendations.labels("user", _source(results)).inc()
+    return RecommendationsOut(
+        user_id=user_id,
+        model_version=results.model_version,
+        items=_items(results),
+        next_page_token=results.next_page_token,
+    )
+
+
+@router.get("/items/{item_id}/similar", response_model=RecommendationsOut)
+def similar_items(
+    rt: RuntimeDep,
+    metrics: MetricsDep,
+    item_id: Annotated[str, Path(min_length=1, max_length=256)],
+    n: N = 10,
+    category: Category = None,
+) -> RecommendationsOut:
+    _check_n(n, rt.settings.max_n)
+    results = rt.service.similar(item_id, n, category)
+    metrics.recommendations.labels("similar", _source(results)).inc()
+    return RecommendationsOut(item_id=item_id, model_version=results.model_version, items=_items(results))
+
+
+@router.get("/popular", response_model=RecommendationsOut)
+def popular(
+    rt: RuntimeDep,
+    metrics: MetricsDep,
+    n: N = 10,
+    category: Category = None,
+    window: Annotated[str | None, Query(max_length=32, description="e.g. 24h, 7d, 2w")] = None,
+) -> RecommendationsOut:
+    _check_n(n, rt.settings.max_n)
+    results = rt.service.popular(n, category, window)
+    metrics.recommendations.labels("popular", _source(results)).inc()
+    return RecommendationsOut(model_version=results.model_version, items=_items(results))
+
+
+@router.post("/sessions/recommendations", response_model=RecommendationsOut)
+def session_recommendations(body: SessionIn, rt: RuntimeDep, metrics: MetricsDep) -> RecommendationsOut:
+    _check_n(body.n, rt.settings.max_n)
+    results = rt.service.session(body.item_ids, body.n)
+    metrics.recommendations.labels("session", _source(results)).inc()
+    return RecommendationsOut(model_version=results.model_version, items=_items(results))
+
+
+@router.post("/rankings", response_model=RecommendationsOut)
+def rankings(body: RankingIn, rt: RuntimeDep, metrics: MetricsDep) -> RecommendationsOut:
+    results = rt.service.rank(body.user_id, body.item_ids)
+    metrics.recommendations.labels("ranking", _source(results)).inc()
+    return RecommendationsOut(user_id=body.user_id, model_version=results.model_version, items=_items(results))

@@ -1,0 +1,35 @@
+"""Training jobs run in the background; their status is durable in the database."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from smartrec.api.deps import RuntimeDep
+from smartrec.errors import ValidationFailed
+from smartrec.models import algorithm_names
+from smartrec.schemas import TrainingJobCreated, TrainingJobIn, TrainingJobOut
+
+router = APIRouter(tags=["training"])
+
+
+@router.post("/training-jobs", response_model=TrainingJobCreated, status_code=status.HTTP_202_ACCEPTED)
+def create_job(rt: RuntimeDep, response: Response, body: TrainingJobIn | None = None) -> TrainingJobCreated:
+    pipeline = body.pipeline if body else None
+    if pipeline is not None:
+        unknown = sorted(set(pipeline) - set(algorithm_names()))
+        if unknown:
+            raise ValidationFailed(
+                f"unknown algorithm(s) {unknown}; known: {', '.join(algorithm_names())}",
+                field="pipeline",
+            )
+        if not pipeline:
+            raise ValidationFailed("pipeline names no algorithm", field="pipeline")
+    job_id = rt.jobs.submit({"pipeline": pipeline})
+    response.headers["Location"] = f"/v1/training-jobs/{job_id}"
+    return TrainingJobCreated(job_id=job_id)
+
+
+@router.get("/training-jobs/{job_id}", response_model=TrainingJobOut)
+def get_job(job_id: str, rt: RuntimeDep) -> TrainingJobOut:
+    job = rt.jobs.get(job_id)
+    return TrainingJobOut(**{k: v for k, v in job.items() if k in TrainingJobOut.model_fields})

@@ -1,0 +1,216 @@
+"""The ``smartrec`` command line: demo, serve, train, evaluate, import, db."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from smartrec import __version__
+from smartrec.config import Settings, load_settings
+from smartrec.errors import SmartrecError
+
+app = typer.Typer(
+    help="smartrec: a self-hostable smart recommendation engine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML settings file (also SMARTREC_CONFIG).", exists=True),
+]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(__version__)
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (SMARTREC_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (SMARTREC_PORT).")] = None,
+) -> None:
+    """Serve the HTTP API on the configured backends."""
+    import uvicorn
+
+    from smartrec.api import create_app
+
+    settings = _settings(config, host=host, port=port)
+    _logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
+    )
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated algorithms (default: the configured set).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train, evaluate on the newest events, register in MLflow, promote if better."""
+    from smartrec.api.runtime import Runtime
+
+    settings = _settings(config)
+    runtime = Runtime.build(settings)
+    runtime.store.migrate()
+    chosen = None
+    if models:
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        chosen = {n: dict(settings.models.get(n, {})) for n in names}
+    say = (lambda _m: None) if as_json else (lambda m: console.print(f"  {m}"))
+    result = runtime.trainer.run(models=chosen, progress=say)
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2, default=str))
+    else:
+        console.print(
+            f"version {result.model_version}: {result.algorithm} "
+            f"ndcg@10={result.metrics.get('ndcg@10', 0):.4f} promoted={result.promoted}"
+        )
+    runtime.store.close()
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[str, typer.Option(help="Only movielens-100k for now.")] = "movielens-100k",
+    protocol: Annotated[str, typer.Option(help="stratified: MS Recommenders' 75/25 per item.")] = "stratified",
+    algorithms: Annotated[str | None, typer.Option(help="Comma-separated algorithms.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Local ML-100K directory or zip.")] = None,
+    k: int = 10,
+    seed: int = 42,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Offline evaluation on a public benchmark protocol."""
+    from smartrec.evaluation.protocol import run_stratified_movielens
+
+    if dataset != "movielens-100k":
+        raise typer.BadParameter("only movielens-100k is available", param_hint="--dataset")
+    if protocol != "stratified":
+        raise typer.BadParameter("only the stratified protocol is available", param_hint="--protocol")
+    names = [a.strip() for a in algorithms.split(",")] if algorithms else None
+    report = run_stratified_movielens(names, None, k=k, seed=seed, data_path=data)
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+        return
+    table = Table(title=f"{dataset}, {protocol} split (seed {seed}), k={k}")
+    cols = ["algorithm", f"ndcg@{k}", "map", f"precision@{k}", f"recall@{k}", "coverage", "train s"]
+    for c in cols:
+        table.add_column(c, justify="left" if c == "algorithm" else "right")
+    for row in report["rows"]:
+        table.add_row(
+            row["algorithm"],
+            *(f"{row[c]:.4f}" for c in cols[1:6]),
+            f"{row['train_seconds']:.2f}",
+        )
+    console.print(table)
+
+
+@app.command("import")
+def import_(
+    dataset: Annotated[str, typer.Argument(help="movielens-100k")] = "movielens-100k",
+    data: Annotated[Path | None, typer.Option(help="Local ML-100K directory or zip.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Load a public dataset into the catalog and event log through the ingest path."""
+    from smartrec.api.runtime import Runtime
+    from smartrec.datasets.movielens import load_movielens_100k
+    from smartrec.demo import ingest_movielens
+
+    if dataset != "movielens-100k":
+        raise typer.BadParameter("only movielens-100k is available")
+    runtime = Runtime.build(_settings(config))
+    runtime.store.migrate()
+    ml = load_movielens_100k(data, progress=lambda m: console.print(f"  {m}"))
+    accepted, dupes = ingest_movielens(runtime, ml, console)
+    console.print(f"stored {accepted:,} events ({dupes:,} already there)")
+
+
+@app.command()
+def demo(
+    data: Annotated[Path | None, typer.Option(help="Local ML-100K directory or zip.")] = None,
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    serve_: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve after training.")] = True,
+    retrain: Annotated[bool, typer.Option(help="Train again even if a champion exists.")] = False,
+) -> None:
+    """MovieLens-100K end to end: ingest, train, register, serve on embedded defaults."""
+    from smartrec.api.runtime import Runtime
+    from smartrec.demo import print_where_to_look, run_demo
+
+    settings = _settings(config, host=host, port=port)
+    runtime = Runtime.build(settings)
+    run_demo(runtime, console, data=data, retrain=retrain)
+    if not serve_:
+        runtime.stop()
+        return
+    import socket
+
+    import uvicorn
+
+    from smartrec.api import create_app
+
+    with socket.socket() as probe:
+        if probe.connect_ex((settings.host, settings.port)) == 0:
+            err.print(
+                f"[red]port {settings.port} on {settings.host} is taken[/]: "
+                "stop what runs there or pass --port"
+            )
+            raise typer.Exit(1)
+    print_where_to_look(console, settings.host, settings.port)
+    _logging("WARNING")
+    uvicorn.run(
+        create_app(settings, runtime=runtime),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = None) -> None:
+    """Apply the Alembic migrations to the configured database."""
+    from smartrec.storage.sql import SqlStore
+
+    settings = _settings(config)
+    settings.ensure_home()
+    SqlStore(settings.resolved_database_url).migrate()
+    console.print("database is at the newest schema")
+
+
+def main() -> None:
+    try:
+        app()
+    except SmartrecError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The ingest path shared by the HTTP API and the demo: validate, identify, store once."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from smartrec.domain import EventWeights
+from smartrec.errors import PayloadTooLarge, ValidationFailed
+from smartrec.schemas import EventIn, ItemIn, UserIn
+from smartrec.storage.ports import CatalogStore, EventRecord, EventStore
+
+
+def event_id_for(user_id: str, item_id: str, event_type: str, ts_ms: int) -> str:
+    """Deterministic id of an event sent without one, so a retried batch counts once."""
+    key = f"{user_id}\x1f{item_id}\x1f{event_type}\x1f{ts_ms}".encode()
+    return "h:" + hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class FieldError:
+    index: int
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"index": self.index, "field": self.field, "message": self.message}
+
+
+class Ingestor:
+    """Writes catalog rows and events; every batch is validated whole before anything is stored."""
+
+    def __init__(
+        self,
+        catalog: CatalogStore,
+        events: EventStore,
+        weights: EventWeights,
+        max_batch_size: int,
+    ) -> None:
+        self.catalog = catalog
+        self.events = events
+        self.weights = weights
+        self.max_batch_size = max_batch_size
+
+    def _check_size(self, n: int, what: str) -> None:
+        if n > self.max_batch_size:
+            raise PayloadTooLarge(
+                f"{n} {what} in one batch; the limit is {self.max_batch_size} "
+                "(SMARTREC_MAX_BATCH_SIZE): split the batch"
+            )
+
+    def add_items(self, items: Sequence[ItemIn]) -> int:
+        self._check_size(len(items), "items")
+        return self.catalog.upsert_items([i.model_dump() for i in items])
+
+    def add_users(self, users: Sequence[UserIn]) -> int:
+        self._check_size(len(users), "users")
+        return self.catalog.upsert_users([u.model_dump() for u in users])
+
+    def to_records(self, events: Sequence[EventIn], now_ms: int | None = None) -> list[EventRecord]:
+        """Validate event types against the configured weights; raise naming every bad row."""
+        self._check_size(len(events), "events")
+        errors = [
+            FieldError(
+                i,
+                "type",
+                f"unknown event type {e.type!r}; configured types: {', '.join(sorted(self.weights.weights))}",
+            )
+            for i, e in enumerate(events)
+            if not self.weights.known(e.type)
+        ]
+        if errors:
+            raise BatchInvalid("events", errors)
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        out: list[EventRecord] = []
+        for e in events:
+            ts = e.timestamp if e.timestamp is not None else now
+            eid = e.event_id or event_id_for(e.user_id, e.item_id, e.type, ts)
+            out.append(EventRecord(eid, e.user_id, e.item_id, e.type, e.value, ts))
+        return out
+
+    def add_events(self, events: Sequence[EventIn]) -> tuple[int, int]:
+        """Returns (accepted, duplicates). Durable once this returns (one committed transaction)."""
+        return self.events.add_events(self.to_records(events))
+
+
+class BatchInvalid(ValidationFailed):
+    """A batch with bad rows: the problem response lists each row's index and field."""
+
+    def __init__(self, collection: str, errors: list[FieldError]) -> None:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(f"{collection}[{first.index}].{first.field}: {first.message}{more}")
+        self.collection = collection
+        self.errors = errors

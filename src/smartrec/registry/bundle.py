@@ -1,0 +1,66 @@
+"""What a registered model version holds: the chosen model, the popularity fallback, id maps.
+
+A bundle is a plain directory (``bundle.json`` + ``ids.npz`` + one sub-directory per model,
+each ``model.npz`` + ``model.json``) so that it can live in any artifact store and be read
+without executing code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smartrec.domain import IdMap
+from smartrec.errors import ModelError
+from smartrec.models import Recommender
+
+BUNDLE_FORMAT = 1
+
+
+@dataclass
+class ModelBundle:
+    model: Recommender
+    popularity: Recommender
+    items: IdMap
+    users: IdMap
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def algorithm(self) -> str:
+        return self.model.name
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save(path / "model")
+        self.popularity.save(path / "popularity")
+        np.savez_compressed(
+            path / "ids.npz",
+            items=np.asarray(self.items.to_list(), dtype=str),
+            users=np.asarray(self.users.to_list(), dtype=str),
+        )
+        meta = {**self.meta, "format": BUNDLE_FORMAT, "algorithm": self.model.name}
+        (path / "bundle.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ModelBundle:
+        path = Path(directory)
+        try:
+            meta = json.loads((path / "bundle.json").read_text())
+        except FileNotFoundError as exc:
+            raise ModelError(f"{path} is not a smartrec model bundle (no bundle.json)") from exc
+        if meta.get("format") != BUNDLE_FORMAT:
+            raise ModelError(f"unsupported bundle format {meta.get('format')!r} in {path}")
+        with np.load(path / "ids.npz", allow_pickle=False) as ids:
+            items = IdMap(ids["items"].tolist())
+            users = IdMap(ids["users"].tolist())
+        model = Recommender.load(path / "model")
+        popularity = Recommender.load(path / "popularity")
+        if model.n_items != len(items) or popularity.n_items != len(items):
+            raise ModelError(f"bundle {path}: model and id map disagree on the number of items")
+        return cls(model=model, popularity=popularity, items=items, users=users, meta=meta)

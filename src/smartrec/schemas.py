@@ -1,0 +1,157 @@
+"""Wire schemas of the HTTP API (DESIGN.md §5), shared by the API and the demo's ingest path."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+def to_epoch_ms(value: Any) -> int | None:
+    """ISO 8601 strings or epoch seconds (int/float, or a numeric string) -> epoch ms."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be ISO 8601 or epoch seconds, not a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, datetime):
+        dt = value if value.tzinfo else value.replace(tzinfo=UTC)
+        seconds = dt.timestamp()
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            try:
+                dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(
+                    "timestamp must be ISO 8601 (e.g. 2024-05-01T12:00:00Z) or epoch seconds"
+                ) from None
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=UTC)
+            seconds = dt.timestamp()
+    else:
+        raise ValueError("timestamp must be ISO 8601 or epoch seconds")
+    if not math.isfinite(seconds) or seconds < 0 or seconds > 32503680000:  # year 3000
+        raise ValueError("timestamp out of range (epoch seconds between 0 and year 3000)")
+    return int(round(seconds * 1000))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ItemIn(_Strict):
+    item_id: Id
+    title: str | None = Field(None, max_length=2000)
+    categories: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=100
+    )
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    text: str | None = Field(None, max_length=100_000)
+    available: bool = True
+    published_at: int | None = None
+
+    @field_validator("published_at", mode="before")
+    @classmethod
+    def _published(cls, value: Any) -> int | None:
+        return to_epoch_ms(value)
+
+
+class ItemsIn(_Strict):
+    items: list[ItemIn]
+
+
+class UserIn(_Strict):
+    user_id: Id
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class UsersIn(_Strict):
+    users: list[UserIn]
+
+
+class EventIn(_Strict):
+    event_id: Id | None = None
+    user_id: Id
+    item_id: Id
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    value: float | None = None
+    #: Epoch milliseconds after validation (ISO 8601 or epoch seconds on the wire).
+    timestamp: int | None = None
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp(cls, value: Any) -> int | None:
+        return to_epoch_ms(value)
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("value must be a finite number")
+        return value
+
+
+class EventsIn(_Strict):
+    events: list[EventIn]
+
+
+class UpsertOut(BaseModel):
+    upserted: int
+
+
+class EventsOut(BaseModel):
+    accepted: int
+    duplicates: int
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+    reasons: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RecommendationsOut(BaseModel):
+    user_id: str | None = None
+    item_id: str | None = None
+    model_version: str | None
+    items: list[RecommendedItem]
+    next_page_token: str | None = None
+
+
+class SessionIn(_Strict):
+    item_ids: list[Id] = Field(max_length=1000)
+    n: int = Field(10, ge=1)
+
+
+class RankingIn(_Strict):
+    user_id: Id
+    item_ids: list[Id] = Field(min_length=1, max_length=10_000)
+
+
+class TrainingJobIn(_Strict):
+    #: Algorithms (and params) to train instead of the configured set, e.g. {"ease": {"l2": 300}}.
+    pipeline: dict[str, dict[str, Any]] | None = None
+
+
+class TrainingJobCreated(BaseModel):
+    job_id: str
+
+
+class TrainingJobOut(BaseModel):
+    job_id: str
+    status: str
+    model_version: str | None = None
+    metrics: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    created_at: int | None = None
+    started_at: int | None = None
+    finished_at: int | None = None

@@ -1,0 +1,273 @@
+"""One training run, the same code behind ``smartrec train`` and ``POST /v1/training-jobs``.
+
+Model choice is honest about time: the newest share of the event log is held out, every
+candidate (and the current champion's configuration) is fitted on the older part only and
+scored on the held-out part; the winner is then refitted on everything and registered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from smartrec.config import Settings
+from smartrec.domain import Interactions
+from smartrec.errors import SmartrecError, TrainingError
+from smartrec.evaluation.metrics import ranking_metrics
+from smartrec.evaluation.splits import temporal_holdout
+from smartrec.models import Recommender, create
+from smartrec.registry import ModelBundle, ModelRegistry
+from smartrec.registry.mlflow_registry import CHAMPION
+from smartrec.storage.sql import SqlStore
+
+log = logging.getLogger(__name__)
+
+K = 10
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Validation:
+    """The time split shared by every candidate and by the champion it must beat."""
+
+    train: Interactions
+    users: np.ndarray  # internal indices of users evaluated
+    relevant: sp.csr_matrix  # len(users) x n_items
+    cutoff_time: float
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+
+@dataclass
+class TrainResult:
+    model_version: str | None
+    algorithm: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    candidates: dict[str, dict[str, float]]
+    promoted: bool
+    champion_before: str | None
+    champion_metrics: dict[str, float] | None
+    n_events: int
+    n_users: int
+    n_items: int
+    validation_users: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Trainer:
+    def __init__(self, settings: Settings, store: SqlStore, registry: ModelRegistry) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+
+    # ----------------------------------------------------------------- data
+    def load_data(self) -> Interactions:
+        snap = self.store.snapshot()
+        if len(snap) < self.settings.min_training_events:
+            raise TrainingError(
+                f"only {len(snap)} events stored; training needs at least "
+                f"{self.settings.min_training_events} (SMARTREC_MIN_TRAINING_EVENTS)"
+            )
+        weights = self.settings.weights.weigh(snap.types, snap.values)
+        catalog = self.store.catalog()
+        return Interactions.from_events(
+            snap.user_ids,
+            snap.item_ids,
+            weights,
+            snap.timestamps,
+            item_categories={k: v.categories for k, v in catalog.items()},
+        )
+
+    def split(self, data: Interactions) -> Validation:
+        """Hold out the newest events; relevant = new positive items of users seen before."""
+        mask = temporal_holdout(data.event_times, self.settings.validation_fraction)
+        train = data.subset_events(mask)
+        held = ~mask
+        cutoff = float(data.event_times[held].min()) if held.any() else data.reference_time
+        positive = held & (data.event_weights > 0)
+        rel = sp.csr_matrix(
+            (
+                np.ones(int(positive.sum()), dtype=np.float32),
+                (data.event_users[positive], data.event_items[positive]),
+            ),
+            shape=(data.n_users, data.n_items),
+        )
+        rel.sum_duplicates()
+        rel.data[:] = 1.0
+        # Only items the user had not touched before the cutoff can be "new" relevant ones.
+        rel = rel - rel.multiply(train.seen)
+        rel.eliminate_zeros()
+        rel = sp.csr_matrix(rel)
+        has_history = np.diff(train.matrix.indptr) > 0
+        has_relevant = np.diff(rel.indptr) > 0
+        users = np.flatnonzero(has_history & has_relevant)
+        return Validation(train=train, users=users, relevant=rel[users], cutoff_time=cutoff)
+
+    # ----------------------------------------------------------------- scoring
+    @staticmethod
+    def evaluate(model: Recommender, val: Validation, batch: int = 1024) -> dict[str, float]:
+        if val.n_users == 0:
+            return {}
+        recs = []
+        for start in range(0, val.n_users, batch):
+            users = val.users[start : start + batch]
+            ids, _ = model.recommend(
+                val.train.matrix[users], K, users=users, exclude=val.train.seen[users]
+            )
+            recs.append(ids)
+        return ranking_metrics(np.vstack(recs), val.relevant, K, n_items=val.train.n_items)
+
+    def _fit_and_score(
+        self, name: str, params: dict[str, Any], val: Validation
+    ) -> tuple[dict[str, float], float]:
+        started = time.perf_counter()
+        model = create(name, **params)
+        model.fit(val.train)
+        fit_seconds = time.perf_counter() - started
+        return self.evaluate(model, val), fit_seconds
+
+    # ----------------------------------------------------------------- the run
+    def run(
+        self,
+        models: dict[str, dict[str, Any]] | None = None,
+        progress: Progress | None = None,
+    ) -> TrainResult:
+        say = progress or (lambda msg: log.info(msg))
+        started = time.perf_counter()
+        configs = models if models is not None else self.settings.models
+        if not configs:
+            raise TrainingError("no models configured to train")
+        metric = self.settings.selection_metric
+        say("loading the event log")
+        data = self.load_data()
+        say(f"{data.n_events} events, {data.n_users} users, {data.n_items} items")
+        val = self.split(data)
+        notes: list[str] = []
+        if val.n_users == 0:
+            notes.append(
+                "the validation window has no user with earlier history: models were not "
+                "compared; the first configured model was kept"
+            )
+        candidates: dict[str, dict[str, float]] = {}
+        for name, params in configs.items():
+            say(f"fitting {name} on the training window")
+            try:
+                scores, fit_s = self._fit_and_score(name, dict(params), val)
+            except SmartrecError as exc:
+                notes.append(f"{name} skipped: {exc}")
+                say(f"{name} skipped: {exc}")
+                continue
+            candidates[name] = {**scores, "fit_seconds": round(fit_s, 3)}
+            say(f"{name}: {metric}={scores.get(metric, float('nan')):.4f} ({fit_s:.1f}s)")
+        if not candidates:
+            raise TrainingError("every configured model failed: " + "; ".join(notes))
+        best = max(candidates, key=lambda n: candidates[n].get(metric, -1.0))
+        best_params = dict(configs[best])
+
+        champion_before = self.registry.alias_version(CHAMPION)
+        champion_metrics: dict[str, float] | None = None
+        if champion_before is not None and val.n_users:
+            champion_metrics = self._champion_on_split(champion_before, val, notes)
+
+        say(f"refitting {best} on all {data.n_events} events")
+        final = create(best, **best_params).fit(data)
+        popularity = create(
+            "popularity", half_life_days=self.settings.popularity_half_life_days
+        ).fit(data)
+        bundle = ModelBundle(
+            model=final,
+            popularity=popularity,
+            items=data.items,
+            users=data.users,
+            meta={
+                "params": best_params,
+                "reference_time": data.reference_time,
+                "n_events": data.n_events,
+                "trained_at": time.time(),
+                "event_weights": dict(self.settings.event_weights),
+                "value_event_types": list(self.settings.value_event_types),
+                "validation": candidates.get(best, {}),
+            },
+        )
+        best_metrics = {k: v for k, v in candidates[best].items() if k != "fit_seconds"}
+        info = self.registry.register(
+            bundle,
+            params={"algorithm": best, **{f"{best}.{k}": v for k, v in best_params.items()}},
+            metrics=best_metrics,
+            tags={"smartrec.selection_metric": metric},
+            extra_artifacts={"candidates.json": json.dumps(candidates, indent=2)},
+        )
+        promoted = self._should_promote(best_metrics, champion_metrics, champion_before, metric)
+        if promoted:
+            self.registry.set_alias(CHAMPION, info.version)
+            say(f"version {info.version} ({best}) is now the champion")
+        else:
+            notes.append(
+                f"version {info.version} did not beat champion {champion_before} on {metric}; "
+                "the champion stays"
+            )
+            say(notes[-1])
+        return TrainResult(
+            model_version=info.version,
+            algorithm=best,
+            params=best_params,
+            metrics=best_metrics,
+            candidates=candidates,
+            promoted=promoted,
+            champion_before=champion_before,
+            champion_metrics=champion_metrics,
+            n_events=data.n_events,
+            n_users=data.n_users,
+            n_items=data.n_items,
+            validation_users=val.n_users,
+            seconds=round(time.perf_counter() - started, 3),
+            notes=notes,
+        )
+
+    def _champion_on_split(
+        self, version: str, val: Validation, notes: list[str]
+    ) -> dict[str, float] | None:
+        """Refit the champion's configuration on this split: scoring the registered model
+        itself would let it see the validation window it was trained on."""
+        try:
+            info = self.registry.get_version(version)
+            algorithm = info.params.get("algorithm")
+            if algorithm is None:
+                return None
+            prefix = f"{algorithm}."
+            bundle = self.registry.load(version)
+            params = dict(bundle.meta.get("params", {}))
+            if not params:
+                params = {k[len(prefix) :]: v for k, v in info.params.items() if k.startswith(prefix)}
+            scores, _ = self._fit_and_score(algorithm, params, val)
+            return scores
+        except SmartrecError as exc:
+            notes.append(f"champion {version} could not be re-scored ({exc}); replacing it")
+            return None
+
+    @staticmethod
+    def _should_promote(
+        candidate: dict[str, float],
+        champion: dict[str, float] | None,
+        champion_version: str | None,
+        metric: str,
+    ) -> bool:
+        """Promote when there is no champion, or the candidate is at least as good on the same
+        split: on a tie the candidate wins because it was refitted on newer data."""
+        if champion_version is None or champion is None:
+            return True
+        return candidate.get(metric, 0.0) >= champion.get(metric, 0.0)
