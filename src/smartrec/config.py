@@ -7,6 +7,7 @@ file (``SMARTREC_CONFIG`` or ``--config``), then the defaults below.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ from pydantic_settings import (
 )
 
 from smartrec.domain.weights import DEFAULT_EVENT_WEIGHTS, VALUE_TYPES, EventWeights
+
+#: The TOML file given to :func:`load_settings`; beats ``SMARTREC_CONFIG`` without mutating env.
+_CONFIG_FILE: ContextVar[str | None] = ContextVar("smartrec_config_file", default=None)
 
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "popularity": {},
@@ -59,7 +63,7 @@ class Settings(BaseSettings):
     #: Algorithms trained by each job, with their parameters; the best on validation wins.
     models: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_MODELS))
     #: Share of the newest events held out (in time) to choose and compare models.
-    validation_fraction: float = Field(0.1, gt=0.0, lt=0.9)
+    validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.9)
     #: Metric that picks the best model and decides promotion to ``champion``.
     selection_metric: str = "ndcg@10"
     #: Half-life of the popularity fallback (days); None = no decay.
@@ -68,10 +72,10 @@ class Settings(BaseSettings):
     min_training_events: int = 10
 
     #: Largest accepted ingest batch (rows) and request body (bytes).
-    max_batch_size: int = Field(10_000, gt=0)
-    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    max_batch_size: int = Field(default=10_000, gt=0)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     #: Largest ``n`` a recommendation request may ask for.
-    max_n: int = Field(1000, gt=0)
+    max_n: int = Field(default=1000, gt=0)
     #: Seconds between checks of the registry for a moved ``champion`` alias (0 = never).
     reload_interval_s: float = 10.0
     #: Load the champion at start (turn off in tests that build state by hand).
@@ -107,12 +111,12 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        toml_file = os.environ.get("SMARTREC_CONFIG")
+        toml_file = _CONFIG_FILE.get() or os.environ.get("SMARTREC_CONFIG")
         if toml_file:
             if not Path(toml_file).is_file():
                 from smartrec.errors import ConfigError
 
-                raise ConfigError(f"SMARTREC_CONFIG={toml_file} does not exist")
+                raise ConfigError(f"settings file {toml_file} does not exist")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
 
@@ -148,6 +152,8 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Settings from the environment, optionally a TOML file, and explicit overrides."""
-    if config_file is not None:
-        os.environ["SMARTREC_CONFIG"] = str(config_file)
-    return Settings(**overrides)
+    token = _CONFIG_FILE.set(str(config_file) if config_file is not None else None)
+    try:
+        return Settings(**overrides)
+    finally:
+        _CONFIG_FILE.reset(token)

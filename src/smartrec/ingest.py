@@ -66,7 +66,8 @@ class Ingestor:
             FieldError(
                 i,
                 "type",
-                f"unknown event type {e.type!r}; configured types: {', '.join(sorted(self.weights.weights))}",
+                f"unknown event type {e.type!r}; configured types: "
+                + ", ".join(sorted(self.weights.weights)),
             )
             for i, e in enumerate(events)
             if not self.weights.known(e.type)

@@ -40,7 +40,7 @@ def to_epoch_ms(value: Any) -> int | None:
         raise ValueError("timestamp must be ISO 8601 or epoch seconds")
     if not math.isfinite(seconds) or seconds < 0 or seconds > 32503680000:  # year 3000
         raise ValueError("timestamp out of range (epoch seconds between 0 and year 3000)")
-    return int(round(seconds * 1000))
+    return round(seconds * 1000)
 
 
 class _Strict(BaseModel):
@@ -49,12 +49,12 @@ class _Strict(BaseModel):
 
 class ItemIn(_Strict):
     item_id: Id
-    title: str | None = Field(None, max_length=2000)
+    title: str | None = Field(default=None, max_length=2000)
     categories: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=list, max_length=100
     )
     attributes: dict[str, Any] = Field(default_factory=dict)
-    text: str | None = Field(None, max_length=100_000)
+    text: str | None = Field(default=None, max_length=100_000)
     available: bool = True
     published_at: int | None = None
 

@@ -1,4 +1,4 @@
-"""The application factory. Build with ``create_app(settings)``; state is created in the lifespan."""
+"""The application factory: ``create_app(settings)``; state is created in the lifespan."""
 
 from __future__ import annotations
 

@@ -35,7 +35,9 @@ class Recommender(ABC):
         defaults = self.default_params()
         unknown = set(params) - set(defaults)
         if unknown:
-            raise ModelError(f"{self.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(defaults)}")
+            raise ModelError(
+                f"{self.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(defaults)}"
+            )
         self.params: dict[str, Any] = {**defaults, **params}
         self.n_users = 0
         self.n_items = 0
@@ -83,7 +85,9 @@ class Recommender(ABC):
         self._check()
         user_items = sp.csr_matrix(user_items, dtype=np.float32)
         if user_items.shape[1] != self.n_items:
-            raise ModelError(f"user_items has {user_items.shape[1]} columns, model has {self.n_items} items")
+            raise ModelError(
+                f"user_items has {user_items.shape[1]} columns, model has {self.n_items} items"
+            )
         if users is None:
             users = np.full(user_items.shape[0], -1, dtype=np.int64)
         users = np.asarray(users, dtype=np.int64)
@@ -122,7 +126,8 @@ class Recommender(ABC):
         self._check()
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path / MODEL_NPZ, **self._arrays())
+        arrays: dict[str, Any] = self._arrays()  # Any: numpy's stub types **kwds as bool
+        np.savez_compressed(path / MODEL_NPZ, **arrays)
         meta = {
             "algorithm": self.name,
             "params": self.params,

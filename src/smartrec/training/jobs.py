@@ -52,6 +52,13 @@ class JobRunner:
                 log.error("training job %s crashed:\n%s", job_id, traceback.format_exc())
             self.store.update_job(job_id, status="failed", error=message, finished_at=now_ms())
             return
+        # Swap this process to the new champion before reporting success, so that a client who
+        # sees "succeeded" is already served by the new version.
+        if self.on_success is not None:
+            try:
+                self.on_success(result)
+            except Exception:  # the job itself succeeded; serving will catch up by polling
+                log.exception("post-training hook failed for job %s", job_id)
         self.store.update_job(
             job_id,
             status="succeeded",
@@ -60,11 +67,6 @@ class JobRunner:
             result=result.as_dict(),
             finished_at=now_ms(),
         )
-        if self.on_success is not None:
-            try:
-                self.on_success(result)
-            except Exception:  # the job itself succeeded; serving will catch up by polling
-                log.exception("post-training hook failed for job %s", job_id)
 
     def get(self, job_id: str) -> dict[str, Any]:
         job = self.store.get_job(job_id)

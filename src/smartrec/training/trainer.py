@@ -252,7 +252,9 @@ class Trainer:
             bundle = self.registry.load(version)
             params = dict(bundle.meta.get("params", {}))
             if not params:
-                params = {k[len(prefix) :]: v for k, v in info.params.items() if k.startswith(prefix)}
+                params = {
+                    k[len(prefix) :]: v for k, v in info.params.items() if k.startswith(prefix)
+                }
             scores, _ = self._fit_and_score(algorithm, params, val)
             return scores
         except SmartrecError as exc:

@@ -23,6 +23,9 @@ metadata = MetaData(
     }
 )
 
+#: Our own Alembic version table, so the database can be shared (MLflow keeps its own).
+VERSION_TABLE = "smartrec_alembic_version"
+
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 ID_LEN = 256
 

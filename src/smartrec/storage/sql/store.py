@@ -40,7 +40,9 @@ class SqlStore:
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
-            raise ConfigError(f"unsupported database {self.dialect!r}: use sqlite:// or postgresql://")
+            raise ConfigError(
+                f"unsupported database {self.dialect!r}: use sqlite:// or postgresql://"
+            )
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.dialect == "sqlite":
             database = parsed.database
@@ -53,7 +55,8 @@ class SqlStore:
             self.engine: Engine = create_engine(self.url, **kwargs)
         except ModuleNotFoundError as exc:  # pragma: no cover - depends on extras
             raise ConfigError(
-                f"the driver for {self.dialect} is not installed: pip install 'smartrec[postgres]' ({exc})"
+                f"the driver for {self.dialect} is not installed: "
+                f"pip install 'smartrec[postgres]' ({exc})"
             ) from exc
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -152,7 +155,12 @@ class SqlStore:
     def catalog(self, item_ids: Iterable[str] | None = None) -> dict[str, CatalogItem]:
         cols = schema.items.c
         query = select(
-            cols.item_id, cols.title, cols.categories, cols.attributes, cols.available, cols.placeholder
+            cols.item_id,
+            cols.title,
+            cols.categories,
+            cols.attributes,
+            cols.available,
+            cols.placeholder,
         )
         out: dict[str, CatalogItem] = {}
         with self.engine.connect() as conn:
@@ -161,7 +169,8 @@ class SqlStore:
             else:
                 ids = list(dict.fromkeys(item_ids))
                 batches = [
-                    query.where(cols.item_id.in_(ids[i : i + 5000])) for i in range(0, len(ids), 5000)
+                    query.where(cols.item_id.in_(ids[i : i + 5000]))
+                    for i in range(0, len(ids), 5000)
                 ]
             for q in batches:
                 for row in conn.execute(q):
@@ -209,7 +218,7 @@ class SqlStore:
             {"user_id": u, "attributes": {}, "created_at": ts, "updated_at": ts}
             for u in dict.fromkeys(e.user_id for e in unique.values())
         ]
-        item_rows = [
+        item_rows: list[dict[str, Any]] = [
             {
                 "item_id": i,
                 "title": None,
@@ -237,8 +246,12 @@ class SqlStore:
             for e in unique.values()
         ]
         with self.engine.begin() as conn:
-            conn.execute(insert_(schema.users).on_conflict_do_nothing(index_elements=["user_id"]), user_rows)
-            conn.execute(insert_(schema.items).on_conflict_do_nothing(index_elements=["item_id"]), item_rows)
+            conn.execute(
+                insert_(schema.users).on_conflict_do_nothing(index_elements=["user_id"]), user_rows
+            )
+            conn.execute(
+                insert_(schema.items).on_conflict_do_nothing(index_elements=["item_id"]), item_rows
+            )
             inserted = self._insert_events(conn, event_rows)
         return inserted, in_batch_dupes + (len(event_rows) - inserted)
 
@@ -286,7 +299,9 @@ class SqlStore:
     def item_activity(self, since_ms: int | None) -> list[tuple[str, str, float | None, int]]:
         """(item_id, type, value, count) grouped, for events at or after ``since_ms``."""
         c = schema.events.c
-        query = select(c.item_id, c.type, c.value, func.count()).group_by(c.item_id, c.type, c.value)
+        query = select(c.item_id, c.type, c.value, func.count()).group_by(
+            c.item_id, c.type, c.value
+        )
         if since_ms is not None:
             query = query.where(c.ts >= since_ms)
         with self.engine.connect() as conn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from smartrec.storage.sql.schema import metadata
+from smartrec.storage.sql.schema import VERSION_TABLE, metadata
 
 config = context.config
 engine = config.attributes.get("engine")
@@ -18,6 +18,7 @@ with engine.connect() as connection:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        version_table=VERSION_TABLE,
     )
     with context.begin_transaction():
         context.run_migrations()

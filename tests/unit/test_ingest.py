@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from smartrec.domain import EventWeights
+from smartrec.errors import PayloadTooLarge
+from smartrec.ingest import BatchInvalid, Ingestor, event_id_for
+from smartrec.schemas import EventIn, to_epoch_ms
+from smartrec.storage.sql import SqlStore
+
+
+@pytest.fixture()
+def ingestor(tmp_path: Path) -> Ingestor:
+    store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store.migrate()
+    return Ingestor(store, store, EventWeights(), max_batch_size=5)
+
+
+def test_deterministic_event_ids() -> None:
+    a = event_id_for("u", "i", "view", 1000)
+    assert a == event_id_for("u", "i", "view", 1000)
+    assert a != event_id_for("u", "i", "view", 1001)
+    assert a != event_id_for("u", "i", "click", 1000)
+    # The separator keeps ("ab","c") and ("a","bc") apart.
+    assert event_id_for("ab", "c", "view", 1) != event_id_for("a", "bc", "view", 1)
+
+
+def test_timestamps_iso_and_epoch_seconds() -> None:
+    assert to_epoch_ms(1_700_000_000) == 1_700_000_000_000
+    assert to_epoch_ms(1_700_000_000.5) == 1_700_000_000_500
+    assert to_epoch_ms("1700000000") == 1_700_000_000_000
+    assert to_epoch_ms("2023-11-14T22:13:20Z") == 1_700_000_000_000
+    assert to_epoch_ms("2023-11-14T23:13:20+01:00") == 1_700_000_000_000
+    assert to_epoch_ms("2023-11-14T22:13:20") == 1_700_000_000_000  # naive = UTC
+    for bad in ("yesterday", -1, float("nan"), True, 10**15):
+        with pytest.raises(ValueError):
+            to_epoch_ms(bad)
+
+
+def test_retried_batch_without_ids_counts_once(ingestor: Ingestor) -> None:
+    batch = [EventIn(user_id="u", item_id=str(i), type="view", timestamp=100 + i) for i in range(3)]
+    assert ingestor.add_events(batch) == (3, 0)
+    assert ingestor.add_events(batch) == (0, 3)
+
+
+def test_unknown_types_rejected_with_index(ingestor: Ingestor) -> None:
+    batch = [
+        EventIn(user_id="u", item_id="i", type="view", timestamp=1),
+        EventIn(user_id="u", item_id="i", type="teleport", timestamp=2),
+    ]
+    with pytest.raises(BatchInvalid) as info:
+        ingestor.add_events(batch)
+    assert info.value.errors[0].index == 1
+    assert "events[1].type" in str(info.value)
+    assert ingestor.events.count_events() == 0  # type: ignore[attr-defined]
+
+
+def test_batch_limit(ingestor: Ingestor) -> None:
+    batch = [EventIn(user_id="u", item_id=str(i), type="view", timestamp=1) for i in range(6)]
+    with pytest.raises(PayloadTooLarge, match="limit is 5"):
+        ingestor.add_events(batch)
+
+
+def test_event_weights() -> None:
+    w = EventWeights({"view": 1.0, "rating": 1.0, "dislike": -4.0}, frozenset({"rating"}))
+    out = w.weigh(["view", "rating", "rating", "dislike", "other"], [None, 4.0, None, None, 3.0])
+    np.testing.assert_allclose(out, [1.0, 4.0, 1.0, -4.0, 0.0])
+    assert w.known("view") and not w.known("other")
