@@ -38,7 +38,9 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
 
 def _logging(level: str = "INFO") -> None:
     logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
 
 
@@ -99,7 +101,9 @@ def train(
 @app.command()
 def evaluate(
     dataset: Annotated[str, typer.Option(help="Only movielens-100k for now.")] = "movielens-100k",
-    protocol: Annotated[str, typer.Option(help="stratified: MS Recommenders' 75/25 per item.")] = "stratified",
+    protocol: Annotated[
+        str, typer.Option(help="stratified: MS Recommenders' 75/25 per item.")
+    ] = "stratified",
     algorithms: Annotated[str | None, typer.Option(help="Comma-separated algorithms.")] = None,
     data: Annotated[Path | None, typer.Option(help="Local ML-100K directory or zip.")] = None,
     k: int = 10,
@@ -112,7 +116,9 @@ def evaluate(
     if dataset != "movielens-100k":
         raise typer.BadParameter("only movielens-100k is available", param_hint="--dataset")
     if protocol != "stratified":
-        raise typer.BadParameter("only the stratified protocol is available", param_hint="--protocol")
+        raise typer.BadParameter(
+            "only the stratified protocol is available", param_hint="--protocol"
+        )
     names = [a.strip() for a in algorithms.split(",")] if algorithms else None
     report = run_stratified_movielens(names, None, k=k, seed=seed, data_path=data)
     if as_json:
@@ -157,7 +163,9 @@ def demo(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,
-    serve_: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve after training.")] = True,
+    serve_: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve after training.")
+    ] = True,
     retrain: Annotated[bool, typer.Option(help="Train again even if a champion exists.")] = False,
 ) -> None:
     """MovieLens-100K end to end: ingest, train, register, serve on embedded defaults."""

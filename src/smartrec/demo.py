@@ -53,9 +53,7 @@ def ingest_movielens(runtime: Runtime, ml: MovieLens, console: Console) -> tuple
     users = [UserIn(user_id=u.user_id, attributes=u.attributes) for u in ml.users]
     r = ml.ratings
     events = [
-        EventIn(
-            user_id=str(u), item_id=str(i), type="rating", value=float(v), timestamp=int(t)
-        )
+        EventIn(user_id=str(u), item_id=str(i), type="rating", value=float(v), timestamp=int(t))
         for u, i, v, t in zip(r.user_id, r.item_id, r.rating, r.timestamp, strict=True)
     ]
     accepted = duplicates = 0
@@ -118,7 +116,9 @@ def run_demo(
         console.print(table)
         console.print(f"registered version {result.model_version} ({result.algorithm}) in MLflow")
     else:
-        console.print(f"champion version {runtime.registry.alias_version('champion')} already registered")
+        console.print(
+            f"champion version {runtime.registry.alias_version('champion')} already registered"
+        )
 
     runtime.service.reload()
     state = runtime.service.state

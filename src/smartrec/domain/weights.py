@@ -34,7 +34,9 @@ class EventWeights:
     def known(self, event_type: str) -> bool:
         return event_type in self.weights
 
-    def weigh(self, types: Sequence[str] | np.ndarray, values: Sequence[float | None] | np.ndarray) -> np.ndarray:
+    def weigh(
+        self, types: Sequence[str] | np.ndarray, values: Sequence[float | None] | np.ndarray
+    ) -> np.ndarray:
         """Return one float32 weight per event; an event without a value counts as value 1."""
         types_arr = np.asarray(types, dtype=object)
         vals = np.array([1.0 if v is None else float(v) for v in values], dtype=np.float64)

@@ -55,7 +55,9 @@ class ModelRegistry:
         self.artifacts_url = artifacts_url
         self.model_name = model_name
         self.experiment = experiment
-        self.cache_dir = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "smartrec-models"
+        self.cache_dir = (
+            Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "smartrec-models"
+        )
         self._client_obj: Any = None
         self._lock = threading.Lock()
 
@@ -123,7 +125,9 @@ class ModelRegistry:
 
         client = self.client
         exp_id = self._experiment_id()
-        run = client.create_run(exp_id, tags={"smartrec.algorithm": bundle.algorithm, **(tags or {})})
+        run = client.create_run(
+            exp_id, tags={"smartrec.algorithm": bundle.algorithm, **(tags or {})}
+        )
         run_id = run.info.run_id
         try:
             import time
