@@ -427,3 +427,23 @@ def test_save_load_round_trip(fitted: dict[str, Recommender], name: str, tmp_pat
             loaded.similar_items(items, n=3)[0], model.similar_items(items, n=3)[0]
         )
     assert type(model).load(tmp_path).params == model.params
+
+
+@pytest.mark.parametrize("name", ["itemknn", "ease", "als", "bpr"])
+def test_contributions_match_full_item_rows(name: str) -> None:
+    """The explanation shortcut agrees with the model's own item-to-item scores."""
+    from smartrec.models import create
+
+    rng = np.random.default_rng(3)
+    users = rng.integers(0, 30, 400).astype(str)
+    items = rng.integers(0, 25, 400).astype(str)
+    data = Interactions.from_events(users, items, np.ones(400), np.arange(400.0))
+    model = create(name, **({"iterations": 3} if name in ("als", "bpr") else {})).fit(data)
+    sources, targets = np.array([0, 3, 7]), np.array([1, 2, 5, 9])
+    got = model.contributions(sources, targets)
+    assert got.shape == (3, 4)
+    if name == "itemknn":
+        want = model.similarity[sources][:, targets].toarray()  # type: ignore[attr-defined]
+    else:
+        want = model._similar_scores(sources)[:, targets]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -59,6 +59,15 @@ class Recommender(ABC):
         """Dense float32 item-item scores, shape (len(items), n_items)."""
         raise ModelError(f"{self.name} does not support similar items")
 
+    def contributions(self, sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """How much each source item lifts each target's score (len(sources) x len(targets)).
+
+        Explanations ("because you watched X") need only these few pairs; models override this
+        to avoid materialising full item rows on large catalogues.
+        """
+        self._check()
+        return np.asarray(self._similar_scores(np.asarray(sources)), dtype=np.float32)[:, targets]
+
     @abstractmethod
     def _arrays(self) -> dict[str, np.ndarray]:
         """Arrays to save in the npz file."""

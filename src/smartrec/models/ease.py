@@ -68,6 +68,10 @@ class EASE(Recommender):
         # What a user who touched only ``item`` would be scored.
         return self.weights[items, :]
 
+    def contributions(self, sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        self._check()
+        return self.weights[np.ix_(np.asarray(sources), np.asarray(targets))]
+
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"B": self.weights}
 

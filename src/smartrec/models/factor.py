@@ -86,12 +86,20 @@ class _FactorModel(Recommender):
             vectors[unknown] = self._fold_in(sp.csr_matrix(user_items[unknown]))
         return vectors @ self.item_factors.T
 
-    def _similar_scores(self, items: np.ndarray) -> np.ndarray:
+    def _unit_factors(self) -> np.ndarray:
         factors = self._taste_factors()
         norms = np.linalg.norm(factors, axis=1)
         norms[norms == 0] = 1.0  # items never seen in training have zero factors: similarity 0
-        unit = factors / norms[:, None]
+        return factors / norms[:, None]
+
+    def _similar_scores(self, items: np.ndarray) -> np.ndarray:
+        unit = self._unit_factors()
         return unit[items] @ unit.T
+
+    def contributions(self, sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        self._check()
+        unit = self._unit_factors()
+        return np.asarray(unit[np.asarray(sources)] @ unit[np.asarray(targets)].T, dtype=np.float32)
 
     def _taste_factors(self) -> np.ndarray:
         """The item factor columns that describe taste (BPR drops its bias column)."""

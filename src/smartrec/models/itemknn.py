@@ -66,6 +66,12 @@ class ItemKNN(Recommender):
     def _similar_scores(self, items: np.ndarray) -> np.ndarray:
         return np.asarray(self.neighbours[items].toarray(), dtype=np.float32)
 
+    def contributions(self, sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        # score = user_items @ similarity, so source i lifts target j by similarity[i, j].
+        self._check()
+        rows = self.similarity[np.asarray(sources)]
+        return np.asarray(rows[:, np.asarray(targets)].toarray(), dtype=np.float32)
+
     def _arrays(self) -> dict[str, np.ndarray]:
         s = self.similarity
         return {
