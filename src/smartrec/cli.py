@@ -125,16 +125,24 @@ def evaluate(
         print(json.dumps(report, indent=2, default=str))
         return
     table = Table(title=f"{dataset}, {protocol} split (seed {seed}), k={k}")
-    cols = ["algorithm", f"ndcg@{k}", "map", f"precision@{k}", f"recall@{k}", "coverage", "train s"]
-    for c in cols:
-        table.add_column(c, justify="left" if c == "algorithm" else "right")
+    cols = [f"ndcg@{k}", "map", f"precision@{k}", f"recall@{k}", "coverage"]
+    heads = ["algorithm", f"nDCG@{k}", "MAP", f"P@{k}", f"R@{k}", "coverage", "train s", "ref nDCG"]
+    for h in heads:
+        table.add_column(h, justify="left" if h == "algorithm" else "right")
+    refs = report.get("reference_ndcg", {})
     for row in report["rows"]:
+        ref = refs.get(row["model"])
         table.add_row(
-            row["algorithm"],
-            *(f"{row[c]:.4f}" for c in cols[1:6]),
+            row["model"],
+            *(f"{row[c]:.4f}" for c in cols),
             f"{row['train_seconds']:.2f}",
+            "" if ref is None else f"{ref:.3f}",
         )
     console.print(table)
+    console.print(
+        f"[dim]{report['n_train']:,} train / {report['n_test']:,} test ratings, "
+        f"{report['n_users']} users; data: {report['source']}[/]\n[dim]{report['protocol']}[/]"
+    )
 
 
 @app.command("import")
