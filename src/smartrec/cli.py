@@ -23,7 +23,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-console = Console()
+# Pipes and CI logs get a fixed, readable width instead of rich's 80-column fallback.
+console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[

@@ -21,11 +21,10 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
-        self.events = Counter(
-            "smartrec_events_accepted", "Events stored", registry=self.registry
-        )
+        self.events = Counter("smartrec_events_accepted", "Events stored", registry=self.registry)
         self.duplicates = Counter(
-            "smartrec_events_duplicate", "Events already stored (idempotent retries)",
+            "smartrec_events_duplicate",
+            "Events already stored (idempotent retries)",
             registry=self.registry,
         )
         self.recommendations = Counter(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -59,18 +60,27 @@ class BodyLimit:
                     return
         received = 0
         started = False
+        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    too_large = True
                     raise _TooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if too_large:
+                # The framework may catch _TooLarge while parsing and answer 400 "error parsing
+                # the body": answer the 413 instead and drop that response.
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._reject(send)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -107,6 +117,27 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route: Any = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe(scope.get("method", "GET"), path, status, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.metrics.observe(scope.get("method", "GET"), route_label(scope), status, seconds)
+
+
+_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's template with its router prefix: ``/v1/users/{user_id}/...``.
+
+    FastAPI >= 0.16x puts the route *inside* an included router in ``scope["route"]``, whose
+    ``path`` lacks the ``include_router`` prefix; the prefix is what the request path holds
+    before the rendered template.
+    """
+    route: Any = scope.get("route")
+    template = getattr(route, "path", None)
+    if not template:
+        return "unmatched"
+    params = scope.get("path_params") or {}
+    rendered = _PARAM.sub(lambda m: str(params.get(m.group(1), m.group(0))), template)
+    path = str(scope.get("path", ""))
+    if rendered != path and path.endswith(rendered):
+        return path[: -len(rendered)] + template
+    return str(template)

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 WINDOW_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 HISTORY_LIMIT = 500
+MAX_WINDOW_S = 100 * 365 * 86400
 
 
 def parse_window(window: str) -> float:
@@ -42,7 +43,10 @@ def parse_window(window: str) -> float:
         raise ValidationFailed(
             f"window {window!r} is not a duration like 30m, 24h, 7d or 2w", field="window"
         )
-    return float(match.group(1)) * WINDOW_UNITS[match.group(2)]
+    seconds = float(match.group(1)) * WINDOW_UNITS[match.group(2)]
+    if seconds > MAX_WINDOW_S:  # also keeps the SQL bound inside a 64-bit integer
+        raise ValidationFailed(f"window {window!r} is longer than 100 years", field="window")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -220,7 +224,7 @@ class RecommendationService:
         page_token: str | None = None,
     ) -> Results:
         offset = decode_page_token(page_token)
-        want = offset + n
+        want = offset + n + 1  # one more than the page: is there a next page?
         state = self._state
         history = self.store.user_history(user_id, HISTORY_LIMIT)
         if state is None:
@@ -296,7 +300,11 @@ class RecommendationService:
     ) -> list[Recommendation]:
         taken = {r.item_id for r in already}
         excluded = set(exclude.indices.tolist()) if exclude is not None else set()
-        reason = {"kind": "popular"} if category is None else {"kind": "popular_in", "category": category}
+        reason = (
+            {"kind": "popular"}
+            if category is None
+            else {"kind": "popular_in", "category": category}
+        )
         out: list[Recommendation] = []
         for idx in state.popular_order:
             if len(out) >= count:
@@ -322,9 +330,7 @@ class RecommendationService:
         allowed = state.allowed(category)
         model = state.bundle.model
         if not model.supports_similar:
-            cat = category or next(
-                (c for c, m in state.categories.items() if m[idx]), None
-            )
+            cat = category or next((c for c, m in state.categories.items() if m[idx]), None)
             return self.popular(n, cat, None, exclude={item_id})
         ids, scores = model.similar_items(np.array([idx]), n, allowed=allowed)
         keep = ids[0] >= 0
@@ -378,7 +384,7 @@ class RecommendationService:
                 [Recommendation(i, pop.get(i, 0.0), [{"kind": "popular"}]) for i in ranked], None
             )
         history = self.store.user_history(user_id, HISTORY_LIMIT)
-        conf, _, hist_idx = state.user_rows(history)
+        conf, _, _ = state.user_rows(history)
         uidx = state.users.get(user_id)
         idx = state.items.index(ordered)
         if conf.nnz > 0 or uidx >= 0:
@@ -387,7 +393,9 @@ class RecommendationService:
         else:
             scores = state.popular_scores
             kind = {"kind": "popular"}
-        known = [(i, float(scores[j])) for i, j in zip(ordered, idx.tolist(), strict=True) if j >= 0]
+        known = [
+            (i, float(scores[j])) for i, j in zip(ordered, idx.tolist(), strict=True) if j >= 0
+        ]
         unknown = [i for i, j in zip(ordered, idx.tolist(), strict=True) if j < 0]
         known.sort(key=lambda t: -t[1])
         recs = [Recommendation(i, s, [dict(kind)]) for i, s in known]
@@ -418,7 +426,9 @@ class RecommendationService:
                     continue
                 item_id = state.items.external([idx])[0]
                 if item_id not in exclude:
-                    out.append(Recommendation(item_id, float(state.popular_scores[idx]), [dict(reason)]))
+                    out.append(
+                        Recommendation(item_id, float(state.popular_scores[idx]), [dict(reason)])
+                    )
             return Results(out, state.version)
         seconds = parse_window(window) if window is not None else None
         ranked = self._popular_from_log(seconds, category, n + len(exclude))
@@ -490,7 +500,9 @@ def decode_page_token(token: str | None) -> int:
         padded = token + "=" * (-len(token) % 4)
         offset = int(json.loads(base64.urlsafe_b64decode(padded.encode()))["o"])
     except Exception:
-        raise ValidationFailed("page_token is not valid: pass the token of the previous page", field="page_token") from None
+        raise ValidationFailed(
+            "page_token is not valid: pass the token of the previous page", field="page_token"
+        ) from None
     if offset < 0 or offset > 100_000:
         raise ValidationFailed("page_token is out of range", field="page_token")
     return offset

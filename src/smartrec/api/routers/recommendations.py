@@ -23,13 +23,19 @@ def _check_n(n: int, limit: int) -> None:
 
 
 def _items(results: Results) -> list[RecommendedItem]:
-    return [RecommendedItem(item_id=r.item_id, score=r.score, reasons=r.reasons) for r in results.items]
+    return [
+        RecommendedItem(item_id=r.item_id, score=r.score, reasons=r.reasons) for r in results.items
+    ]
 
 
 def _source(results: Results) -> str:
     if not results.items:
         return "empty"
-    return str(results.items[0].reasons[0].get("kind", "model")) if results.items[0].reasons else "model"
+    return (
+        str(results.items[0].reasons[0].get("kind", "model"))
+        if results.items[0].reasons
+        else "model"
+    )
 
 
 @router.get("/users/{user_id}/recommendations", response_model=RecommendationsOut)
@@ -40,7 +46,7 @@ def user_recommendations(
     n: N = 10,
     exclude_seen: bool = True,
     category: Category = None,
-    filter: Annotated[str | None, Query(max_length=2000)] = None,  # noqa: A002 - API name
+    filter: Annotated[str | None, Query(max_length=2000)] = None,
     page_token: Annotated[str | None, Query(max_length=512)] = None,
 ) -> RecommendationsOut:
     _check_n(n, rt.settings.max_n)
@@ -70,7 +76,9 @@ def similar_items(
     _check_n(n, rt.settings.max_n)
     results = rt.service.similar(item_id, n, category)
     metrics.recommendations.labels("similar", _source(results)).inc()
-    return RecommendationsOut(item_id=item_id, model_version=results.model_version, items=_items(results))
+    return RecommendationsOut(
+        item_id=item_id, model_version=results.model_version, items=_items(results)
+    )
 
 
 @router.get("/popular", response_model=RecommendationsOut)
@@ -88,7 +96,9 @@ def popular(
 
 
 @router.post("/sessions/recommendations", response_model=RecommendationsOut)
-def session_recommendations(body: SessionIn, rt: RuntimeDep, metrics: MetricsDep) -> RecommendationsOut:
+def session_recommendations(
+    body: SessionIn, rt: RuntimeDep, metrics: MetricsDep
+) -> RecommendationsOut:
     _check_n(body.n, rt.settings.max_n)
     results = rt.service.session(body.item_ids, body.n)
     metrics.recommendations.labels("session", _source(results)).inc()
@@ -99,4 +109,6 @@ def session_recommendations(body: SessionIn, rt: RuntimeDep, metrics: MetricsDep
 def rankings(body: RankingIn, rt: RuntimeDep, metrics: MetricsDep) -> RecommendationsOut:
     results = rt.service.rank(body.user_id, body.item_ids)
     metrics.recommendations.labels("ranking", _source(results)).inc()
-    return RecommendationsOut(user_id=body.user_id, model_version=results.model_version, items=_items(results))
+    return RecommendationsOut(
+        user_id=body.user_id, model_version=results.model_version, items=_items(results)
+    )

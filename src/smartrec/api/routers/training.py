@@ -12,8 +12,12 @@ from smartrec.schemas import TrainingJobCreated, TrainingJobIn, TrainingJobOut
 router = APIRouter(tags=["training"])
 
 
-@router.post("/training-jobs", response_model=TrainingJobCreated, status_code=status.HTTP_202_ACCEPTED)
-def create_job(rt: RuntimeDep, response: Response, body: TrainingJobIn | None = None) -> TrainingJobCreated:
+@router.post(
+    "/training-jobs", response_model=TrainingJobCreated, status_code=status.HTTP_202_ACCEPTED
+)
+def create_job(
+    rt: RuntimeDep, response: Response, body: TrainingJobIn | None = None
+) -> TrainingJobCreated:
     pipeline = body.pipeline if body else None
     if pipeline is not None:
         unknown = sorted(set(pipeline) - set(algorithm_names()))
