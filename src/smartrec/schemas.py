@@ -6,9 +6,35 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-Id = Annotated[str, Field(min_length=1, max_length=256)]
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it everywhere so both databases agree.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character")
+    return value
+
+
+def _json_safe(value: Any, path: str = "") -> Any:
+    """Attributes must be storable as JSON on every database: no NaN/Infinity, no NUL."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path or 'value'} must be a finite number")
+    if isinstance(value, str):
+        _no_nul(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(str(key))
+            _json_safe(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _json_safe(item, f"{path}[{i}]")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+Id = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_no_nul)]
+Attributes = Annotated[dict[str, Any], AfterValidator(_json_safe)]
 
 
 def to_epoch_ms(value: Any) -> int | None:
@@ -18,7 +44,10 @@ def to_epoch_ms(value: Any) -> int | None:
     if isinstance(value, bool):
         raise ValueError("timestamp must be ISO 8601 or epoch seconds, not a boolean")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError("timestamp out of range (epoch seconds)") from None
     elif isinstance(value, datetime):
         dt = value if value.tzinfo else value.replace(tzinfo=UTC)
         seconds = dt.timestamp()
@@ -49,12 +78,10 @@ class _Strict(BaseModel):
 
 class ItemIn(_Strict):
     item_id: Id
-    title: str | None = Field(default=None, max_length=2000)
-    categories: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
-        default_factory=list, max_length=100
-    )
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    text: str | None = Field(default=None, max_length=100_000)
+    title: Text | None = Field(default=None, max_length=2000)
+    categories: list[Id] = Field(default_factory=list, max_length=100)
+    attributes: Attributes = Field(default_factory=dict)
+    text: Text | None = Field(default=None, max_length=100_000)
     available: bool = True
     published_at: int | None = None
 
@@ -70,7 +97,7 @@ class ItemsIn(_Strict):
 
 class UserIn(_Strict):
     user_id: Id
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: Attributes = Field(default_factory=dict)
 
 
 class UsersIn(_Strict):
@@ -81,7 +108,7 @@ class EventIn(_Strict):
     event_id: Id | None = None
     user_id: Id
     item_id: Id
-    type: Annotated[str, Field(min_length=1, max_length=64)]
+    type: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul)]
     value: float | None = None
     #: Epoch milliseconds after validation (ISO 8601 or epoch seconds on the wire).
     timestamp: int | None = None

@@ -132,7 +132,7 @@ def route_label(scope: Scope) -> str:
     before the rendered template.
     """
     route: Any = scope.get("route")
-    template = getattr(route, "path", None)
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
     if not template:
         return "unmatched"
     params = scope.get("path_params") or {}

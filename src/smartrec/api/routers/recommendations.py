@@ -14,6 +14,9 @@ from smartrec.serving import Results
 router = APIRouter(tags=["recommendations"])
 
 N = Annotated[int, Query(ge=1, description="How many items to return")]
+#: An id in the URL (routes use the ``path`` converter: ids may hold "/", sent as %2F). NUL
+#: cannot be stored nor looked up in PostgreSQL text (a 500 otherwise).
+PathId = Annotated[str, Path(min_length=1, max_length=256, pattern=r"^[^\x00]+$")]
 Category = Annotated[str | None, Query(max_length=256, description="Only items of this category")]
 
 
@@ -38,11 +41,11 @@ def _source(results: Results) -> str:
     )
 
 
-@router.get("/users/{user_id}/recommendations", response_model=RecommendationsOut)
+@router.get("/users/{user_id:path}/recommendations", response_model=RecommendationsOut)
 def user_recommendations(
     rt: RuntimeDep,
     metrics: MetricsDep,
-    user_id: Annotated[str, Path(min_length=1, max_length=256)],
+    user_id: PathId,
     n: N = 10,
     exclude_seen: bool = True,
     category: Category = None,
@@ -65,11 +68,11 @@ def user_recommendations(
     )
 
 
-@router.get("/items/{item_id}/similar", response_model=RecommendationsOut)
+@router.get("/items/{item_id:path}/similar", response_model=RecommendationsOut)
 def similar_items(
     rt: RuntimeDep,
     metrics: MetricsDep,
-    item_id: Annotated[str, Path(min_length=1, max_length=256)],
+    item_id: PathId,
     n: N = 10,
     category: Category = None,
 ) -> RecommendationsOut:
