@@ -97,10 +97,9 @@ class ServingState:
                 for mask in categories.values():
                     mask[pos] = False
                 for cat in item.categories:
-                    mask = categories.get(cat)
-                    if mask is None:
-                        mask = categories[cat] = np.zeros(len(self.items), dtype=bool)
-                    mask[pos] = True
+                    if cat not in categories:
+                        categories[cat] = np.zeros(len(self.items), dtype=bool)
+                    categories[cat][pos] = True
             self.available, self.titles, self.categories = available, titles, categories
 
     def allowed(self, category: str | None) -> np.ndarray:
@@ -260,24 +259,20 @@ class RecommendationService:
     ) -> list[list[dict[str, Any]]]:
         """Name the history item that contributes most to each recommendation."""
         model = state.bundle.model
-        base = [{"kind": "personalized", "algorithm": model.name}]
+        base: dict[str, Any] = {"kind": "personalized", "algorithm": model.name}
         if not hist_idx or not model.supports_similar or rec_idx.size == 0:
-            return [list(base) for _ in rec_idx]
-        hist = np.asarray(hist_idx[:50], dtype=np.int64)
-        try:
-            sims = model._similar_scores(hist)[:, rec_idx]
-        except Exception:
-            return [list(base) for _ in rec_idx]
+            return [[dict(base)] for _ in rec_idx]
+        hist = np.asarray(hist_idx[:50], dtype=np.int64)  # the 50 most recent items
         weights = np.asarray(conf[0, hist].todense()).ravel()
-        contrib = sims * np.where(weights > 0, weights, 0)[:, None]
+        contrib = model.contributions(hist, rec_idx) * np.maximum(weights, 0)[:, None]
         best = contrib.argmax(axis=0)
-        out = []
+        out: list[list[dict[str, Any]]] = []
         for j in range(len(rec_idx)):
             if contrib[best[j], j] > 0:
                 src = int(hist[best[j]])
                 out.append(
                     [
-                        *base,
+                        dict(base),
                         {
                             "kind": "similar_to",
                             "item_id": state.items.external([src])[0],
@@ -286,7 +281,7 @@ class RecommendationService:
                     ]
                 )
             else:
-                out.append(list(base))
+                out.append([dict(base)])
         return out
 
     def _popular_fill(
