@@ -222,10 +222,15 @@ def db_upgrade(config: ConfigOpt = None) -> None:
 
 
 def main() -> None:
+    from pydantic import ValidationError
+
     try:
         app()
     except SmartrecError as exc:
         err.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+    except ValidationError as exc:
+        err.print(f"[red]invalid settings:[/] {exc}")
         sys.exit(2)
 
 

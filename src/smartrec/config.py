@@ -24,6 +24,9 @@ from smartrec.domain.weights import DEFAULT_EVENT_WEIGHTS, VALUE_TYPES, EventWei
 #: The TOML file given to :func:`load_settings`; beats ``SMARTREC_CONFIG`` without mutating env.
 _CONFIG_FILE: ContextVar[str | None] = ContextVar("smartrec_config_file", default=None)
 
+#: Metrics the trainer computes on the validation window (any can pick the champion).
+SELECTION_METRICS = ("ndcg@10", "map", "precision@10", "recall@10", "coverage")
+
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "popularity": {},
     "itemknn": {"k": 100, "shrink": 10.0},
@@ -86,6 +89,21 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+
+    @field_validator("selection_metric")
+    @classmethod
+    def _metric_known(cls, value: str) -> str:
+        if value not in SELECTION_METRICS:
+            raise ValueError(f"unknown metric {value!r}; one of {', '.join(SELECTION_METRICS)}")
+        return value
+
+    @field_validator("popularity_half_life_days", mode="before")
+    @classmethod
+    def _none_words(cls, value: Any) -> Any:
+        """Environment variables cannot say None: accept 'none', 'null' or '' for no decay."""
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+            return None
+        return value
 
     @field_validator("event_weights")
     @classmethod

@@ -292,7 +292,7 @@ def test_session_recommendations(trained: Trained) -> None:
     ids = [i["item_id"] for i in body["items"]]
     assert len(ids) == 6 and len(set(ids)) == 6
     assert not set(ids) & set(given)
-    assert body["items"][0]["reasons"][0] == {"kind": "personalized", "algorithm": "ease"}
+    assert body["items"][0]["reasons"][0] == {"kind": "session", "algorithm": "ease"}
     because = {
         r["item_id"] for i in body["items"] for r in i["reasons"] if r["kind"] == "similar_to"
     }

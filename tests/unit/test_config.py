@@ -38,3 +38,12 @@ def test_bad_settings_fail_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMARTREC_CONFIG", "/nonexistent.toml")
     with pytest.raises(Exception, match="does not exist"):
         Settings()
+
+
+def test_metric_and_half_life_from_strings(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValidationError, match="unknown metric"):
+        Settings(selection_metric="ndcg@20")
+    monkeypatch.setenv("SMARTREC_POPULARITY_HALF_LIFE_DAYS", "none")
+    assert Settings().popularity_half_life_days is None
+    monkeypatch.setenv("SMARTREC_POPULARITY_HALF_LIFE_DAYS", "7")
+    assert Settings().popularity_half_life_days == 7.0

@@ -447,3 +447,12 @@ def test_contributions_match_full_item_rows(name: str) -> None:
     else:
         want = model._similar_scores(sources)[:, targets]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_string_params_are_coerced_to_the_default_type() -> None:
+    from smartrec.models import create
+
+    model = create("ease", l2="250", binary="false", max_items="10")
+    assert model.params == {"l2": 250.0, "binary": False, "max_items": 10}
+    with pytest.raises(ModelError, match="not a valid bool"):
+        create("ease", binary="maybe")

@@ -63,9 +63,13 @@ class Runtime:
 
 
 def build_registry(settings: Settings) -> ModelRegistry:
+    remote = settings.resolved_registry_url.startswith(("http://", "https://", "databricks"))
+    # With a tracking server, artifacts go where the server keeps them unless told otherwise:
+    # a local default directory would be invisible to the other replicas.
+    artifacts = settings.artifacts_url if remote else settings.resolved_artifacts_url
     return ModelRegistry(
         settings.resolved_registry_url,
-        settings.resolved_artifacts_url,
+        artifacts,
         model_name=settings.model_name,
         experiment=settings.experiment,
         cache_dir=settings.resolved_home / "cache" / "models",

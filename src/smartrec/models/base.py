@@ -38,7 +38,10 @@ class Recommender(ABC):
             raise ModelError(
                 f"{self.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(defaults)}"
             )
-        self.params: dict[str, Any] = {**defaults, **params}
+        self.params: dict[str, Any] = {
+            **defaults,
+            **{k: _coerce(self.name, k, defaults[k], v) for k, v in params.items()},
+        }
         self.n_users = 0
         self.n_items = 0
         self.fitted = False
@@ -170,6 +173,29 @@ class Recommender(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
+
+
+def _coerce(model: str, key: str, default: Any, value: Any) -> Any:
+    """Params from env vars or MLflow arrive as strings: give them the default's type."""
+    if not isinstance(value, str) or default is None or isinstance(default, str):
+        return value
+    text = value.strip()
+    try:
+        if isinstance(default, bool):
+            if text.lower() in ("true", "1", "yes", "on"):
+                return True
+            if text.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise ModelError(
+            f"{model}: parameter {key}={value!r} is not a valid {type(default).__name__}"
+        ) from None
+    return value
 
 
 def top_n(

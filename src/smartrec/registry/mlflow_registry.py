@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -46,7 +47,7 @@ class ModelRegistry:
     def __init__(
         self,
         tracking_uri: str,
-        artifacts_url: str,
+        artifacts_url: str | None,
         model_name: str = "smartrec",
         experiment: str = "smartrec",
         cache_dir: str | Path | None = None,
@@ -84,11 +85,14 @@ class ModelRegistry:
         exp = self.client.get_experiment_by_name(self.experiment)
         if exp is not None:
             return str(exp.experiment_id)
-        location = self.artifacts_url.rstrip("/") + "/mlflow"
-        if "://" not in location:
-            Path(location).mkdir(parents=True, exist_ok=True)
-            location = Path(location).resolve().as_uri()
+        location: str | None = None
+        if self.artifacts_url is not None:
+            location = self.artifacts_url.rstrip("/") + "/mlflow"
+            if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", location):  # a plain local path
+                Path(location).mkdir(parents=True, exist_ok=True)
+                location = Path(location).resolve().as_uri()
         try:
+            # No location: the tracking server's own artifact store (shared by every replica).
             return str(self.client.create_experiment(self.experiment, artifact_location=location))
         except Exception:
             # Another process created it between our look-up and create.

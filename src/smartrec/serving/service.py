@@ -255,11 +255,16 @@ class RecommendationService:
         return self._page(recs, offset, n, state.version)
 
     def _because(
-        self, state: ServingState, hist_idx: list[int], conf: sp.csr_matrix, rec_idx: np.ndarray
+        self,
+        state: ServingState,
+        hist_idx: list[int],
+        conf: sp.csr_matrix,
+        rec_idx: np.ndarray,
+        kind: str = "personalized",
     ) -> list[list[dict[str, Any]]]:
         """Name the history item that contributes most to each recommendation."""
         model = state.bundle.model
-        base: dict[str, Any] = {"kind": "personalized", "algorithm": model.name}
+        base: dict[str, Any] = {"kind": kind, "algorithm": model.name}
         if not hist_idx or not model.supports_similar or rec_idx.size == 0:
             return [[dict(base)] for _ in rec_idx]
         hist = np.asarray(hist_idx[:50], dtype=np.int64)  # the 50 most recent items
@@ -359,7 +364,7 @@ class RecommendationService:
         ids, scores = state.bundle.model.recommend(row, n, users=np.array([-1]), allowed=allowed)
         keep = (ids[0] >= 0) & (scores[0] > 0)
         ids_k = ids[0][keep]
-        reasons = self._because(state, idx.tolist(), row, ids_k)
+        reasons = self._because(state, idx.tolist(), row, ids_k, kind="session")
         recs = [
             Recommendation(state.items.external([i])[0], float(s), r)
             for i, s, r in zip(ids_k.tolist(), scores[0][keep].tolist(), reasons, strict=True)
