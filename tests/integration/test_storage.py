@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -125,4 +126,31 @@ def test_jobs_roundtrip_and_recovery(db_url: str) -> None:
     job = store.get_job("j1")
     assert job is not None and job["status"] == "failed" and job["error"] == "restarted"
     assert store.get_job("missing") is None
+    store.close()
+
+
+def test_concurrent_batches_with_overlapping_new_users_and_items(db_url: str) -> None:
+    """Batches racing to create the same users/items neither deadlock nor lose events."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = SqlStore(db_url)
+    store.migrate()
+
+    def batch(k: int) -> tuple[int, int]:
+        rng = np.random.default_rng(k)
+        users, items = rng.permutation(50), rng.permutation(50)
+        group = k // 8  # eight concurrent batches create the same new ids, in different orders
+        events = [
+            EventRecord(
+                f"b{k}-{j}", f"u{group}-{users[j]}", f"i{group}-{items[j]}", "view", None, j
+            )
+            for j in range(50)
+        ]
+        return store.add_events(events)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(batch, range(80)))
+    assert sum(a for a, _ in results) == 80 * 50
+    assert store.count_events() == 4000
+    assert store.count_users() == 500 and len(store.catalog()) == 500
     store.close()

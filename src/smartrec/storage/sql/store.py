@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import OperationalError
 
 from smartrec.errors import ConfigError
 from smartrec.storage.ports import CatalogItem, EventRecord, EventSnapshot
@@ -216,7 +217,8 @@ class SqlStore:
         insert_ = self._insert()
         user_rows = [
             {"user_id": u, "attributes": {}, "created_at": ts, "updated_at": ts}
-            for u in dict.fromkeys(e.user_id for e in unique.values())
+            # Sorted keys: concurrent batches take row locks in one order, so they cannot deadlock.
+            for u in sorted({e.user_id for e in unique.values()})
         ]
         item_rows: list[dict[str, Any]] = [
             {
@@ -231,7 +233,7 @@ class SqlStore:
                 "created_at": ts,
                 "updated_at": ts,
             }
-            for i in dict.fromkeys(e.item_id for e in unique.values())
+            for i in sorted({e.item_id for e in unique.values()})
         ]
         event_rows = [
             {
@@ -243,16 +245,26 @@ class SqlStore:
                 "ts": e.ts,
                 "received_at": ts,
             }
-            for e in unique.values()
+            for e in sorted(unique.values(), key=lambda e: e.event_id)
         ]
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert_(schema.users).on_conflict_do_nothing(index_elements=["user_id"]), user_rows
-            )
-            conn.execute(
-                insert_(schema.items).on_conflict_do_nothing(index_elements=["item_id"]), item_rows
-            )
-            inserted = self._insert_events(conn, event_rows)
+        for attempt in range(RETRIES):
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        insert_(schema.users).on_conflict_do_nothing(index_elements=["user_id"]),
+                        user_rows,
+                    )
+                    conn.execute(
+                        insert_(schema.items).on_conflict_do_nothing(index_elements=["item_id"]),
+                        item_rows,
+                    )
+                    inserted = self._insert_events(conn, event_rows)
+                break
+            except OperationalError as exc:
+                # A deadlock or serialisation failure rolled the whole batch back: safe to retry.
+                if attempt + 1 == RETRIES or not _transient(exc):
+                    raise
+                time.sleep(0.01 * (attempt + 1))
         return inserted, in_batch_dupes + (len(event_rows) - inserted)
 
     def _insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
@@ -350,6 +362,16 @@ class SqlStore:
                 .values(status="failed", error=reason, finished_at=now_ms())
             )
         return int(result.rowcount or 0)
+
+
+RETRIES = 3
+
+
+def _transient(exc: OperationalError) -> bool:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code in ("40P01", "40001"):  # deadlock_detected, serialization_failure
+        return True
+    return "database is locked" in str(exc.orig)
 
 
 def _last_wins(rows: Sequence[dict[str, Any]], key: str) -> list[dict[str, Any]]:
