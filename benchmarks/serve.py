@@ -1,0 +1,431 @@
+"""Serving latency on MovieLens-100K: recommendations, similar items, popular, against a baseline.
+
+The smartrec server is a real ``uvicorn`` subprocess on 127.0.0.1 whose ``SMARTREC_HOME`` holds
+ML-100K ingested and a trained champion (prepared once with ``smartrec demo --no-serve`` into a
+cache directory and reused). The baseline is a bare FastAPI endpoint (:func:`baseline_app`),
+served the same way, that returns a fixed answer of the same JSON shape and size: the ratio to it
+is what smartrec's work costs on top of HTTP and the framework. The load comes from a separate
+process over keep-alive connections (closed loop, ``--concurrency`` connections), requests spread
+over all 943 users (and all 1,682 items for similar items). Targets are measured in interleaved
+rounds so that noise from other work on the machine falls on all of them alike.
+
+Run from the repository root: ``.venv/bin/python benchmarks/serve.py [--duration 15] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import functools
+import json
+import os
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (
+    BENCH_DIR,
+    REPO_ROOT,
+    LoadGenerator,
+    LoadResult,
+    Server,
+    get_json,
+    http_request,
+    machine_note,
+    percentile,
+    profiled,
+    ratio,
+    table,
+    unwind_on_sigterm,
+)
+
+DEFAULT_HOME = Path("~/.cache/smartrec/bench-ml100k").expanduser()
+READY_MARKER = ".bench-ready"
+ML100K_USERS = 943
+ML100K_ITEMS = 1682
+ML100K_RATINGS = 100_000
+FIXED_ANSWER_ENV = "SMARTREC_BENCH_FIXED_ANSWER"
+GOAL_P99_MS = 10.0
+
+#: Endpoints that can be measured: name -> the requests sent.
+ENDPOINTS: dict[str, str] = {
+    "recommendations": "GET /v1/users/{user}/recommendations?n=10 (943 users)",
+    "similar": "GET /v1/items/{item}/similar?n=10 (1,682 items)",
+    "popular": "GET /v1/popular?n=10",
+    "popular-window": "GET /v1/popular?n=10&window=30d (reads the event log)",
+}
+
+
+def baseline_app() -> FastAPI:
+    """A bare endpoint returning a fixed answer (a real smartrec answer, passed by env var)."""
+    fixed = json.loads(os.environ.get(FIXED_ANSWER_ENV) or '{"model_version": null, "items": []}')
+    app = FastAPI()
+
+    @app.get("/v1/users/{user_id}/recommendations")
+    def recommendations(user_id: str, n: int = 10) -> dict[str, Any]:
+        # A plain `def` like smartrec's handlers, so both pay the same thread-pool hop.
+        return {
+            "user_id": user_id,
+            "model_version": fixed["model_version"],
+            "items": fixed["items"][:n],
+            "next_page_token": None,
+        }
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- the prepared home
+def count_events(home: Path) -> int:
+    db = home / "smartrec.db"
+    if not db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+def prepare_home(home: Path, rebuild: bool) -> None:
+    """ML-100K ingested and a champion trained in ``home``, once (``smartrec demo --no-serve``)."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home.parent / f".{home.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two benchmark runs never prepare it at once
+        marker = home / READY_MARKER
+        if rebuild:
+            if any(home.iterdir()) and not (home / "smartrec.db").exists():
+                raise SystemExit(f"{home} does not look like a smartrec home; not wiping it")
+            log(f"--rebuild: wiping {home}")
+            shutil.rmtree(home)
+            home.mkdir(parents=True)
+        if marker.exists():
+            return
+        log(f"preparing {home}: smartrec demo --no-serve (ML-100K ingest + training, once)")
+        exe = Path(sys.executable).with_name("smartrec")
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "smartrec.cli"]
+        env = {**os.environ, "SMARTREC_HOME": str(home)}
+        env.pop("SMARTREC_DATABASE_URL", None)
+        done = subprocess.run(
+            [*cmd, "demo", "--no-serve"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"smartrec demo failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        stored = count_events(home)
+        if stored != ML100K_RATINGS:
+            raise SystemExit(
+                f"{home} holds {stored} events, not {ML100K_RATINGS}: an earlier preparation was "
+                "interrupted; run again with --rebuild"
+            )
+        marker.write_text("smartrec demo --no-serve completed\n")
+
+
+# --------------------------------------------------------------------------- requests
+def endpoint_requests(name: str, seed: int) -> list[bytes]:
+    """Pre-serialised requests for an endpoint, spread over all users / items in a seeded order."""
+    rng = random.Random(seed)
+    if name == "recommendations":
+        ids = [str(u) for u in range(1, ML100K_USERS + 1)]
+        rng.shuffle(ids)
+        return [http_request("GET", f"/v1/users/{u}/recommendations?n=10") for u in ids]
+    if name == "similar":
+        ids = [str(i) for i in range(1, ML100K_ITEMS + 1)]
+        rng.shuffle(ids)
+        return [http_request("GET", f"/v1/items/{i}/similar?n=10") for i in ids]
+    if name == "popular":
+        return [http_request("GET", "/v1/popular?n=10")]
+    if name == "popular-window":
+        return [http_request("GET", "/v1/popular?n=10&window=30d")]
+    raise ValueError(name)
+
+
+def preflight(port: int) -> dict[str, Any]:
+    """One answer of each kind: 10 items from the model, or the benchmark means nothing."""
+    status, ready = get_json(port, "/readyz")
+    if status != 200 or not ready or not ready.get("model_version"):
+        raise SystemExit(f"smartrec is not serving a model: /readyz -> {status} {ready}")
+    status, recs = get_json(port, "/v1/users/1/recommendations?n=10")
+    if status != 200 or len(recs.get("items", [])) != 10:
+        raise SystemExit(f"/v1/users/1/recommendations -> {status} {recs}")
+    status, models = get_json(port, "/v1/models")
+    algorithm = "?"
+    with contextlib.suppress(Exception):
+        for version in models.get("versions", []):
+            if str(version.get("version")) == str(ready["model_version"]):
+                algorithm = version.get("algorithm") or version.get("tags", {}).get("algorithm")
+    if algorithm == "?":
+        kinds = [r.get("algorithm") for r in recs["items"][0].get("reasons", [])]
+        algorithm = next((k for k in kinds if k), "?")
+    return {"model_version": ready["model_version"], "algorithm": algorithm, "sample": recs}
+
+
+# --------------------------------------------------------------------------- profiling
+# --------------------------------------------------------------------------- the run
+def run_config(
+    args: argparse.Namespace, load: LoadGenerator, workers: int, concurrency: int
+) -> dict[str, Any]:
+    """Start both servers with ``workers`` workers, measure every endpoint, stop them."""
+    tag = f"[workers={workers} c={concurrency}]"
+    with contextlib.ExitStack() as stack:
+        log(f"{tag} starting smartrec on {args.home} ...")
+        smartrec = stack.enter_context(
+            Server(
+                "smartrec",
+                args.smartrec_app,
+                app_dir=args.smartrec_app_dir,
+                env={"SMARTREC_HOME": str(args.home), "SMARTREC_LOG_LEVEL": "warning"},
+                workers=workers,
+            )
+        )
+        info = preflight(smartrec.port)
+        fixed = json.dumps(
+            {"model_version": info["model_version"], "items": info["sample"]["items"]}
+        )
+        log(f"{tag} starting baseline ...")
+        baseline = stack.enter_context(
+            Server(
+                "baseline",
+                "serve:baseline_app",
+                app_dir=BENCH_DIR,
+                env={FIXED_ANSWER_ENV: fixed},
+                workers=workers,
+            )
+        )
+        targets: list[tuple[str, Server, list[bytes]]] = [
+            ("baseline", baseline, endpoint_requests("recommendations", args.seed))
+        ]
+        targets += [(e, smartrec, endpoint_requests(e, args.seed)) for e in args.endpoints]
+
+        for name, server, reqs in targets:
+            log(f"{tag} warm-up {name} ({args.warmup:g}s)")
+            w = load.run(server.port, reqs, concurrency=concurrency, duration_s=args.warmup)
+            if w.errors:
+                log(f"{tag} {name}: {w.errors} errors in warm-up: {w.first_error}")
+
+        results: dict[str, LoadResult] = {}
+        per_round = args.duration / args.rounds
+        for r in range(args.rounds):
+            order = targets[r % len(targets) :] + targets[: r % len(targets)]
+            for name, server, reqs in order:
+                res = load.run(server.port, reqs, concurrency=concurrency, duration_s=per_round)
+                log(
+                    f"{tag} round {r + 1}/{args.rounds} {name}: {res.rate:,.0f} req/s, "
+                    f"p99 {percentile(res.latencies, 99) * 1e3:.1f} ms, {res.errors} errors"
+                )
+                results[name] = results[name].merge(res) if name in results else res
+
+        profile_text = None
+        if args.profile and workers == 1:
+            profile_text = profile_run(args, load, smartrec, targets, concurrency)
+        for name, server, _ in targets:
+            if results[name].errors:
+                log(f"--- server log of {name} (it answered errors) ---\n{server.log_text()}")
+        log(f"{tag} stopping servers")
+    return {
+        "workers": workers,
+        "concurrency": concurrency,
+        "model_version": info["model_version"],
+        "algorithm": info["algorithm"],
+        "rows": summarise(workers, concurrency, results),
+        "profile": profile_text,
+    }
+
+
+def profile_run(
+    args: argparse.Namespace,
+    load: LoadGenerator,
+    server: Server,
+    targets: list[tuple[str, Server, list[bytes]]],
+    concurrency: int,
+) -> str | None:
+    """An extra, unmeasured run of each profiled endpoint under py-spy; the summaries as text."""
+    assert server.pid is not None
+    texts = []
+    for name, srv, reqs in targets:
+        if srv is not server or name not in args.profile:
+            continue
+        log(f"profiling {name} for {args.profile_seconds:g}s")
+        _, text = profiled(
+            server.pid,
+            functools.partial(
+                load.run,
+                server.port,
+                reqs,
+                concurrency=concurrency,
+                duration_s=args.profile_seconds,
+            ),
+        )
+        if text is None:
+            return None
+        texts.append(f"profile of {name} (py-spy --gil on the server process):\n{text}")
+    return "\n\n".join(texts) or None
+
+
+def summarise(
+    workers: int, concurrency: int, results: dict[str, LoadResult]
+) -> list[dict[str, Any]]:
+    base = results["baseline"]
+    base_p = {q: percentile(base.latencies, q) for q in (50, 90, 99)}
+    rows = []
+    for name, res in results.items():
+        p = {q: percentile(res.latencies, q) for q in (50, 90, 99)}
+        rows.append(
+            {
+                "endpoint": name,
+                "workers": workers,
+                "concurrency": concurrency,
+                "requests": res.count,
+                "errors": res.errors,
+                "first_error": res.first_error,
+                "req_per_s": res.rate,
+                "req_per_s_vs_baseline": res.rate / base.rate,
+                "p50_ms": p[50] * 1e3,
+                "p90_ms": p[90] * 1e3,
+                "p99_ms": p[99] * 1e3,
+                "max_ms": max(res.latencies, default=float("nan")) * 1e3,
+                "p50_vs_baseline": p[50] / base_p[50],
+                "p99_vs_baseline": p[99] / base_p[99],
+                "p99_goal_met": p[99] * 1e3 <= GOAL_P99_MS,
+            }
+        )
+    return rows
+
+
+def print_report(args: argparse.Namespace, configs: list[dict[str, Any]], wall_s: float) -> None:
+    headers = ["endpoint", "workers", "conc", "requests", "req/s", "vs base"]
+    headers += ["p50 ms", "p90 ms", "p99 ms", "p50 vs base", "p99 vs base", "errors"]
+    rows = []
+    for cfg in configs:
+        for r in cfg["rows"]:
+            base_p50 = r["p50_ms"] / r["p50_vs_baseline"]
+            base_p99 = r["p99_ms"] / r["p99_vs_baseline"]
+            rows.append(
+                [
+                    r["endpoint"],
+                    str(r["workers"]),
+                    str(r["concurrency"]),
+                    f"{r['requests']:,}",
+                    f"{r['req_per_s']:,.0f}",
+                    f"{r['req_per_s_vs_baseline']:.2f}x",
+                    f"{r['p50_ms']:.2f}",
+                    f"{r['p90_ms']:.2f}",
+                    f"{r['p99_ms']:.2f}",
+                    ratio(r["p50_ms"], base_p50),
+                    ratio(r["p99_ms"], base_p99),
+                    str(r["errors"]),
+                ]
+            )
+    cfg0 = configs[0]
+    print(
+        f"MovieLens-100K, champion version {cfg0['model_version']} ({cfg0['algorithm']}), "
+        f"home {args.home}"
+    )
+    print(
+        f"{args.duration:g}s per endpoint in {args.rounds} interleaved rounds "
+        f"(+{args.warmup:g}s warm-up), closed loop on keep-alive connections"
+    )
+    print(machine_note())
+    for name in ["baseline", *args.endpoints]:
+        what = ENDPOINTS.get(name, "GET /v1/users/{user}/recommendations, fixed answer (bare app)")
+        print(f"  {name:<16} {what}")
+    print(table(headers, rows))
+    print("vs base: relative to the bare FastAPI baseline measured in the same run.")
+    for cfg in configs:
+        for r in cfg["rows"]:
+            if r["endpoint"] == "baseline":
+                continue
+            verdict = "met" if r["p99_goal_met"] else "NOT met"
+            print(
+                f"goal p99 <= {GOAL_P99_MS:g} ms, {r['endpoint']} (workers={r['workers']}, "
+                f"c={r['concurrency']}): {verdict} ({r['p99_ms']:.2f} ms)"
+            )
+            if r["first_error"]:
+                print(f"  first error: {r['first_error']}")
+    for cfg in configs:
+        if cfg["profile"]:
+            print()
+            print(cfg["profile"])
+    print(f"total wall time {wall_s:.0f}s")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--duration", type=float, default=15.0, help="measured seconds per endpoint")
+    p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per endpoint")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (noise control)")
+    p.add_argument("--concurrency", default="8", help="connections; a comma list runs each")
+    p.add_argument("--workers", default="1", help="uvicorn workers; a comma list runs each")
+    p.add_argument(
+        "--endpoints",
+        default="recommendations,similar,popular",
+        help="comma list of: " + ", ".join(ENDPOINTS),
+    )
+    p.add_argument("--home", type=Path, default=DEFAULT_HOME, help="prepared SMARTREC_HOME")
+    p.add_argument("--rebuild", action="store_true", help="prepare the home again from scratch")
+    p.add_argument(
+        "--profile",
+        default="",
+        help="comma list of endpoints to profile with py-spy afterwards (needs py-spy)",
+    )
+    p.add_argument("--profile-seconds", type=float, default=8.0)
+    p.add_argument(
+        "--smartrec-app",
+        default="smartrec.api:create_app",
+        help="app factory of the smartrec server(s), to compare a candidate change",
+    )
+    p.add_argument("--smartrec-app-dir", type=Path, help="put this first on the server's path")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = p.parse_args(argv)
+    args.endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
+    args.profile = {e.strip() for e in args.profile.split(",") if e.strip()}
+    unknown = (set(args.endpoints) | args.profile) - set(ENDPOINTS)
+    if unknown:
+        p.error(f"unknown endpoints {sorted(unknown)}; choose from {', '.join(ENDPOINTS)}")
+    args.workers = [int(w) for w in args.workers.split(",")]
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    if min(*args.workers, *args.concurrency, args.rounds) < 1 or args.duration <= 0:
+        p.error("sizes must be positive")
+    args.home = args.home.expanduser().resolve()
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    unwind_on_sigterm()
+    started = time.perf_counter()
+    prepare_home(args.home, args.rebuild)
+    with LoadGenerator() as load:
+        configs = [run_config(args, load, w, c) for w in args.workers for c in args.concurrency]
+    wall = time.perf_counter() - started
+    if args.json:
+        print(json.dumps({"benchmark": "serve", "wall_s": wall, "configs": configs}, indent=2))
+    else:
+        print_report(args, configs, wall)
+    return 1 if any(r["errors"] for c in configs for r in c["rows"]) else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted: servers stopped, databases and temp dirs removed")
+        sys.exit(130)
