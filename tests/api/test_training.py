@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from typing import Any
 
 import pytest
@@ -125,9 +127,16 @@ def test_job_whose_every_candidate_fails(make_client: AppFactory, world: World) 
 def test_jobs_left_running_by_a_dead_process_are_failed_at_start(client: TestClient) -> None:
     store = runtime(client).store
     store.create_job("stale-job", {"pipeline": None})
-    store.update_job("stale-job", status="running", started_at=1)
+    gone = subprocess.Popen(["true"])  # a process of this host that has exited
+    gone.wait()
+    owner = f"{socket.gethostname()}:{gone.pid}"
+    store.update_job("stale-job", status="running", started_at=1, worker=owner)
+    store.create_job("live-job", {"pipeline": None})  # owned by this (living) process
+    store.update_job("live-job", status="running", started_at=1)
     settings = client.app.state.settings  # type: ignore[attr-defined]
     with TestClient(create_app(settings)) as restarted:
         job = restarted.get("/v1/training-jobs/stale-job").json()
+        live = restarted.get("/v1/training-jobs/live-job").json()
     assert job["status"] == "failed"
     assert "stopped" in job["error"]
+    assert live["status"] == "running"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+
 import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -26,7 +29,7 @@ def test_migrations_from_empty_match_the_models(db_url: str) -> None:
     store = SqlStore(db_url)
     assert inspect(store.engine).get_table_names() == []
     store.migrate()
-    assert current(store.engine) == "0001"
+    assert current(store.engine) == "0002"
     assert {"items", "users", "events", "training_jobs"} <= set(
         inspect(store.engine).get_table_names()
     )
@@ -122,9 +125,18 @@ def test_jobs_roundtrip_and_recovery(db_url: str) -> None:
     store.create_job("j1", {"pipeline": None})
     assert store.get_job("j1")["status"] == "queued"  # type: ignore[index]
     store.update_job("j1", status="running")
-    assert store.fail_unfinished_jobs("restarted") == 1
-    job = store.get_job("j1")
+    assert store.fail_orphaned_jobs("restarted") == 0  # its process (this one) is alive
+    store.create_job("j2", {})
+    store.create_job("j3", {})
+    child = subprocess.Popen(["true"])  # a process that has exited: its pid is free
+    child.wait()
+    store.update_job("j2", status="running", worker=f"{socket.gethostname()}:{child.pid}")
+    store.update_job("j3", status="running", worker=f"elsewhere:{child.pid}")
+    assert store.fail_orphaned_jobs("restarted") == 1
+    job = store.get_job("j2")
     assert job is not None and job["status"] == "failed" and job["error"] == "restarted"
+    assert store.get_job("j1")["status"] == "running"  # type: ignore[index]
+    assert store.get_job("j3")["status"] == "running"  # type: ignore[index]
     assert store.get_job("missing") is None
     store.close()
 

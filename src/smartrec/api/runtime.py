@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from smartrec.config import Settings
@@ -42,24 +44,58 @@ class Runtime:
         return cls(settings, store, registry, ingestor, service, trainer, jobs)
 
     def start(self) -> None:
-        """Migrate, recover, load the champion, watch the registry."""
-        self.store.migrate()
-        if self.store.dialect == "sqlite":
-            # Embedded mode runs jobs in this process only: any left running died with it.
-            failed = self.store.fail_unfinished_jobs("the server stopped while the job was running")
+        """Migrate, recover, load the champion, watch the registry.
+
+        Several workers (``uvicorn --workers N``) or replicas start at once: schema migrations
+        and MLflow's first set-up run under a lock so that exactly one of them does the work.
+        """
+        with startup_lock(self.settings, self.store):
+            self.store.migrate()
+            if self.settings.load_model_on_start:
+                try:
+                    self.service.reload()
+                except Exception:
+                    log.exception("could not load the champion model; serving popular items")
+            # Jobs run inside the API process that accepted them: a job whose process on this
+            # host is gone can never finish, so say so instead of leaving it "running".
+            failed = self.store.fail_orphaned_jobs(
+                "the server process running this job stopped before it finished"
+            )
             if failed:
                 log.warning("marked %d interrupted training job(s) as failed", failed)
-        if self.settings.load_model_on_start:
-            try:
-                self.service.reload()
-            except Exception:
-                log.exception("could not load the champion model; serving popular items")
         self.service.start_watcher()
 
     def stop(self) -> None:
         self.service.stop()
         self.jobs.shutdown(wait=False)
         self.store.close()
+
+
+@contextmanager
+def startup_lock(settings: Settings, store: SqlStore) -> Iterator[None]:
+    """A file lock under the home (same machine) plus, on PostgreSQL, an advisory lock."""
+    import fcntl
+
+    home = settings.resolved_home
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".startup.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            if store.dialect != "postgresql":
+                yield
+                return
+            with store.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT pg_advisory_lock(%(k)s)", {"k": _PG_LOCK_KEY})
+                try:
+                    yield
+                finally:
+                    conn.exec_driver_sql("SELECT pg_advisory_unlock(%(k)s)", {"k": _PG_LOCK_KEY})
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+#: Arbitrary constant naming smartrec's start-up lock among PostgreSQL advisory locks.
+_PG_LOCK_KEY = 0x5_3A27_5EC0
 
 
 def build_registry(settings: Settings) -> ModelRegistry:

@@ -81,4 +81,6 @@ training_jobs = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("started_at", BigInteger, nullable=True),
     Column("finished_at", BigInteger, nullable=True),
+    # host:pid of the API process running the job, to tell an orphan after a crash.
+    Column("worker", String(300), nullable=True),
 )

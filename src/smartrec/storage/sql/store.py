@@ -7,13 +7,17 @@ batch writes nothing.
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, insert, select, update
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from smartrec.errors import ConfigError
@@ -59,8 +63,12 @@ class SqlStore:
                 f"the driver for {self.dialect} is not installed: "
                 f"pip install 'smartrec[postgres]' ({exc})"
             ) from exc
+        # SQLite has one writer at a time: queueing writers on a lock here is fairer and much
+        # faster than letting them poll the database's busy timeout.
+        self._write_lock: AbstractContextManager[Any] = nullcontext()
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            self._write_lock = threading.Lock()
 
     # ----------------------------------------------------------------- lifecycle
     def migrate(self) -> None:
@@ -127,7 +135,7 @@ class SqlStore:
                 )
             },
         )
-        with self.engine.begin() as conn:
+        with self._write_lock, self.engine.begin() as conn:
             conn.execute(stmt, values)
         return len(values)
 
@@ -149,7 +157,7 @@ class SqlStore:
             index_elements=["user_id"],
             set_={"attributes": stmt.excluded.attributes, "updated_at": stmt.excluded.updated_at},
         )
-        with self.engine.begin() as conn:
+        with self._write_lock, self.engine.begin() as conn:
             conn.execute(stmt, values)
         return len(values)
 
@@ -205,7 +213,9 @@ class SqlStore:
         """Store events once each; returns (accepted, duplicates).
 
         Unknown users are created, unknown items become placeholders, all in the same
-        transaction as the events: the batch lands whole or not at all.
+        transaction as the events: the batch lands whole or not at all. Keys are written in
+        sorted order so that concurrent batches take row locks in one order and cannot
+        deadlock; a transient failure (deadlock, busy database) rolls back and is retried.
         """
         if not events:
             return 0, 0
@@ -213,68 +223,59 @@ class SqlStore:
         for e in events:
             unique.setdefault(e.event_id, e)
         in_batch_dupes = len(events) - len(unique)
-        ts = now_ms()
-        insert_ = self._insert()
-        user_rows = [
-            {"user_id": u, "attributes": {}, "created_at": ts, "updated_at": ts}
-            # Sorted keys: concurrent batches take row locks in one order, so they cannot deadlock.
-            for u in sorted({e.user_id for e in unique.values()})
-        ]
-        item_rows: list[dict[str, Any]] = [
-            {
-                "item_id": i,
-                "title": None,
-                "categories": [],
-                "attributes": {},
-                "text": None,
-                "available": True,
-                "published_at": None,
-                "placeholder": True,
-                "created_at": ts,
-                "updated_at": ts,
-            }
-            for i in sorted({e.item_id for e in unique.values()})
-        ]
-        event_rows = [
-            {
-                "event_id": e.event_id,
-                "user_id": e.user_id,
-                "item_id": e.item_id,
-                "type": e.type,
-                "value": e.value,
-                "ts": e.ts,
-                "received_at": ts,
-            }
-            for e in sorted(unique.values(), key=lambda e: e.event_id)
-        ]
+        rows = sorted(unique.values(), key=lambda e: e.event_id)
+        users = sorted({e.user_id for e in rows})
+        items = sorted({e.item_id for e in rows})
+        write = self._add_events_pg if self.dialect == "postgresql" else self._add_events_sqlite
         for attempt in range(RETRIES):
             try:
-                with self.engine.begin() as conn:
-                    conn.execute(
-                        insert_(schema.users).on_conflict_do_nothing(index_elements=["user_id"]),
-                        user_rows,
-                    )
-                    conn.execute(
-                        insert_(schema.items).on_conflict_do_nothing(index_elements=["item_id"]),
-                        item_rows,
-                    )
-                    inserted = self._insert_events(conn, event_rows)
+                with self._write_lock:
+                    inserted = write(rows, users, items, now_ms())
                 break
             except OperationalError as exc:
-                # A deadlock or serialisation failure rolled the whole batch back: safe to retry.
                 if attempt + 1 == RETRIES or not _transient(exc):
                     raise
                 time.sleep(0.01 * (attempt + 1))
-        return inserted, in_batch_dupes + (len(event_rows) - inserted)
+        return inserted, in_batch_dupes + (len(rows) - inserted)
 
-    def _insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
-        stmt = (
-            self._insert()(schema.events)
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(schema.events.c.event_id)
-        )
-        result = conn.execute(stmt, rows)
-        return len(result.all())
+    def _add_events_pg(
+        self, rows: list[EventRecord], users: list[str], items: list[str], ts: int
+    ) -> int:
+        """Three constant statements over arrays (``unnest``): psycopg prepares them once, where
+        a multi-row VALUES statement differs per batch and is re-parsed every time."""
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(_PG_USERS, {"ids": users, "ts": ts})
+            conn.exec_driver_sql(_PG_ITEMS, {"ids": items, "ts": ts})
+            result = conn.exec_driver_sql(
+                _PG_EVENTS,
+                {
+                    "ids": [e.event_id for e in rows],
+                    "users": [e.user_id for e in rows],
+                    "items": [e.item_id for e in rows],
+                    "types": [e.type for e in rows],
+                    "values": [e.value for e in rows],
+                    "ts": [e.ts for e in rows],
+                    "received": ts,
+                },
+            )
+            return len(result.fetchall())
+
+    def _add_events_sqlite(
+        self, rows: list[EventRecord], users: list[str], items: list[str], ts: int
+    ) -> int:
+        """Plain ``executemany`` with tuples; ``rowcount`` sums the rows really inserted."""
+        with self.engine.begin() as conn:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.executemany(_SQLITE_USERS, [(u, ts, ts) for u in users])
+                cursor.executemany(_SQLITE_ITEMS, [(i, ts, ts) for i in items])
+                cursor.executemany(
+                    _SQLITE_EVENTS,
+                    [(e.event_id, e.user_id, e.item_id, e.type, e.value, e.ts, ts) for e in rows],
+                )
+                return int(cursor.rowcount)
+            finally:
+                cursor.close()
 
     def snapshot(self) -> EventSnapshot:
         """The whole event log ordered by time: the training input."""
@@ -330,15 +331,19 @@ class SqlStore:
 
     # ----------------------------------------------------------------- jobs
     def create_job(self, job_id: str, request: dict[str, Any]) -> None:
-        with self.engine.begin() as conn:
+        with self._write_lock, self.engine.begin() as conn:
             conn.execute(
                 insert(schema.training_jobs).values(
-                    job_id=job_id, status="queued", request=request, created_at=now_ms()
+                    job_id=job_id,
+                    status="queued",
+                    request=request,
+                    worker=worker_id(),
+                    created_at=now_ms(),
                 )
             )
 
     def update_job(self, job_id: str, **fields: Any) -> None:
-        with self.engine.begin() as conn:
+        with self._write_lock, self.engine.begin() as conn:
             conn.execute(
                 update(schema.training_jobs)
                 .where(schema.training_jobs.c.job_id == job_id)
@@ -352,19 +357,84 @@ class SqlStore:
             ).first()
         return None if row is None else dict(row._mapping)
 
-    def fail_unfinished_jobs(self, reason: str) -> int:
-        """Jobs left queued/running by a process that died can never finish: say so."""
+    def fail_orphaned_jobs(self, reason: str) -> int:
+        """Fail unfinished jobs owned by a process of this host that no longer exists."""
         jobs = schema.training_jobs
-        with self.engine.begin() as conn:
+        host = socket.gethostname()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.job_id, jobs.c.worker).where(jobs.c.status.in_(["queued", "running"]))
+            ).all()
+        orphans = [job_id for job_id, worker in rows if _orphaned(worker, host)]
+        if not orphans:
+            return 0
+        with self._write_lock, self.engine.begin() as conn:
             result = conn.execute(
                 update(jobs)
-                .where(jobs.c.status.in_(["queued", "running"]))
+                .where(jobs.c.job_id.in_(orphans), jobs.c.status.in_(["queued", "running"]))
                 .values(status="failed", error=reason, finished_at=now_ms())
             )
         return int(result.rowcount or 0)
 
 
 RETRIES = 3
+
+
+def worker_id() -> str:
+    """``host:pid`` of the process that owns a job."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _orphaned(worker: str | None, host: str) -> bool:
+    if not worker:
+        return False
+    worker_host, _, pid = worker.rpartition(":")
+    if worker_host != host or not pid.isdigit():
+        return False  # another machine's job: only that machine can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+_PG_USERS = """
+INSERT INTO users (user_id, attributes, created_at, updated_at)
+SELECT u, '{}'::jsonb, %(ts)s, %(ts)s FROM unnest(%(ids)s::varchar[]) AS u ORDER BY u
+ON CONFLICT (user_id) DO NOTHING
+"""
+_PG_ITEMS = """
+INSERT INTO items (item_id, title, categories, attributes, text, available, published_at,
+                   placeholder, created_at, updated_at)
+SELECT i, NULL, '[]'::jsonb, '{}'::jsonb, NULL, true, NULL, true, %(ts)s, %(ts)s
+FROM unnest(%(ids)s::varchar[]) AS i ORDER BY i
+ON CONFLICT (item_id) DO NOTHING
+"""
+_PG_EVENTS = """
+INSERT INTO events (event_id, user_id, item_id, type, value, ts, received_at)
+SELECT e.id, e.u, e.i, e.t, e.v, e.ts, %(received)s
+FROM unnest(%(ids)s::varchar[], %(users)s::varchar[], %(items)s::varchar[],
+            %(types)s::varchar[], %(values)s::float8[], %(ts)s::int8[])
+     AS e(id, u, i, t, v, ts)
+ORDER BY e.id
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id
+"""
+_SQLITE_USERS = (
+    "INSERT INTO users (user_id, attributes, created_at, updated_at) VALUES (?, '{}', ?, ?) "
+    "ON CONFLICT (user_id) DO NOTHING"
+)
+_SQLITE_ITEMS = (
+    "INSERT INTO items (item_id, title, categories, attributes, text, available, published_at, "
+    "placeholder, created_at, updated_at) VALUES (?, NULL, '[]', '{}', NULL, 1, NULL, 1, ?, ?) "
+    "ON CONFLICT (item_id) DO NOTHING"
+)
+_SQLITE_EVENTS = (
+    "INSERT INTO events (event_id, user_id, item_id, type, value, ts, received_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
+)
 
 
 def _transient(exc: OperationalError) -> bool:
