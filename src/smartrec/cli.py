@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -56,17 +57,31 @@ def serve(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="Bind address (SMARTREC_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (SMARTREC_PORT).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Server processes (SMARTREC_WORKERS).", min=1)
+    ] = None,
 ) -> None:
     """Serve the HTTP API on the configured backends."""
     import uvicorn
 
     from smartrec.api import create_app
 
-    settings = _settings(config, host=host, port=port)
+    settings = _settings(config, host=host, port=port, workers=workers)
     _logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
-    )
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": settings.log_level == "debug",
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **common)
+        return
+    # Worker processes build their own app from the environment: hand the options over there.
+    if config is not None:
+        os.environ["SMARTREC_CONFIG"] = str(config.resolve())
+    os.environ["SMARTREC_HOST"], os.environ["SMARTREC_PORT"] = settings.host, str(settings.port)
+    uvicorn.run("smartrec.api:create_app", factory=True, workers=settings.workers, **common)
 
 
 @app.command()

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     #: Seconds a popular-items answer may be reused.
     popular_cache_ttl_s: float = 30.0
 
+    #: Threads serving blocking request work per process. Requests are CPU-bound numpy work
+    #: under the GIL: a few threads keep tail latency low; scale with ``workers`` instead.
+    api_threads: int = Field(default=4, ge=1, le=256)
+    #: Server processes for ``smartrec serve`` (each loads the champion).
+    workers: int = Field(default=1, ge=1, le=64)
+
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"

@@ -69,3 +69,12 @@ def test_event_weights() -> None:
     out = w.weigh(["view", "rating", "rating", "dislike", "other"], [None, 4.0, None, None, 3.0])
     np.testing.assert_allclose(out, [1.0, 4.0, 1.0, -4.0, 0.0])
     assert w.known("view") and not w.known("other")
+
+
+def test_scalar_weight_matches_vector_weights() -> None:
+    w = EventWeights()
+    types = ["view", "rating", "rating", "dislike", "purchase", "unknown"]
+    values = [None, 4.0, None, None, 2.0, 1.0]
+    np.testing.assert_allclose(
+        [w.weight_of(t, v) for t, v in zip(types, values, strict=True)], w.weigh(types, values)
+    )

@@ -34,6 +34,13 @@ class EventWeights:
     def known(self, event_type: str) -> bool:
         return event_type in self.weights
 
+    def weight_of(self, event_type: str, value: float | None) -> float:
+        """One event's weight (the scalar twin of :meth:`weigh`, for the serving hot path)."""
+        weight = self.weights.get(event_type, 0.0)
+        if event_type in self.value_types and value is not None and value == value:  # not NaN
+            return float(weight * value)
+        return float(weight)
+
     def weigh(
         self, types: Sequence[str] | np.ndarray, values: Sequence[float | None] | np.ndarray
     ) -> np.ndarray:

@@ -118,19 +118,26 @@ class ServingState:
         if not history:
             empty = sp.csr_matrix((1, n), dtype=np.float32)
             return empty, empty, []
-        item_ids = [h[0] for h in history]
-        idx = self.items.index(item_ids)
-        w = self.weights.weigh([h[1] for h in history], [h[2] for h in history])
-        known = idx >= 0
-        idx, w = idx[known], w[known]
-        cols = np.zeros(len(idx), dtype=np.int64)
-        conf = sp.csr_matrix((w.astype(np.float32), (cols, idx)), shape=(1, n))
-        conf.sum_duplicates()
-        seen = conf.copy()
-        seen.data[:] = 1.0
-        conf.data = np.maximum(conf.data, 0)
-        conf.eliminate_zeros()
-        return conf, seen, list(dict.fromkeys(idx.tolist()))
+        get, weight = self.items.get, self.weights.weight_of
+        totals: dict[int, float] = {}  # insertion order = newest first
+        for item_id, event_type, value in history:
+            pos = get(item_id)
+            if pos >= 0:
+                totals[pos] = totals.get(pos, 0.0) + weight(event_type, value)
+        if not totals:
+            empty = sp.csr_matrix((1, n), dtype=np.float32)
+            return empty, empty, []
+        recent = list(totals)
+        order = sorted(recent)
+        values = np.fromiter((totals[p] for p in order), dtype=np.float32, count=len(order))
+        cols = np.asarray(order, dtype=np.int32)
+        ones = np.ones(len(order), dtype=np.float32)
+        seen = sp.csr_matrix((ones, cols, np.array([0, len(order)])), shape=(1, n))
+        positive = values > 0
+        conf = sp.csr_matrix(
+            (values[positive], cols[positive], np.array([0, int(positive.sum())])), shape=(1, n)
+        )
+        return conf, seen, recent
 
 
 class RecommendationService:
@@ -268,7 +275,8 @@ class RecommendationService:
         if not hist_idx or not model.supports_similar or rec_idx.size == 0:
             return [[dict(base)] for _ in rec_idx]
         hist = np.asarray(hist_idx[:50], dtype=np.int64)  # the 50 most recent items
-        weights = np.asarray(conf[0, hist].todense()).ravel()
+        row = dict(zip(conf.indices.tolist(), conf.data.tolist(), strict=True))
+        weights = np.array([row.get(h, 0.0) for h in hist.tolist()], dtype=np.float32)
         contrib = model.contributions(hist, rec_idx) * np.maximum(weights, 0)[:, None]
         best = contrib.argmax(axis=0)
         out: list[list[dict[str, Any]]] = []
@@ -458,8 +466,16 @@ class RecommendationService:
             self._popular_cache[key] = (now, ranking)
         else:
             ranking = cached[1]
-        ranking = self._filter_catalog(ranking, category, limit)
-        return ranking if limit is None else ranking[:limit]
+        # The catalog filter reads item rows: cache its answer too, for the same time (it is
+        # dropped at once when the catalog changes through this process).
+        filtered_key = f"{window_s}|{category}|{limit}"
+        hit = self._popular_cache.get(filtered_key)
+        if hit is not None and hit[0] >= self._popular_cache[key][0]:
+            return hit[1]
+        filtered = self._filter_catalog(ranking, category, limit)
+        filtered = filtered if limit is None else filtered[:limit]
+        self._popular_cache[filtered_key] = (time.monotonic(), filtered)
+        return filtered
 
     def _filter_catalog(
         self, ranking: list[tuple[str, float]], category: str | None, limit: int | None
