@@ -58,6 +58,11 @@ class IdMap:
         return [str(x) for x in self._ids[idx]]
 
     @property
+    def lookup(self) -> dict[str, int]:
+        """The external -> internal dict itself, for hot loops (do not modify)."""
+        return self._index
+
+    @property
     def ids(self) -> np.ndarray:
         return self._ids
 

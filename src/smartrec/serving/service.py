@@ -70,8 +70,15 @@ class ServingState:
         self.bundle = bundle
         self.version = str(bundle.meta.get("version", "local"))
         self.items: IdMap = bundle.items
+        self.item_ids: list[str] = bundle.items.to_list()  # plain list: the fastest lookup
         self.users: IdMap = bundle.users
         self.weights = weights
+        self._plain_weights = {
+            t: float(w) for t, w in weights.weights.items() if t not in weights.value_types
+        }
+        self._scaled_weights = {
+            t: float(w) for t, w in weights.weights.items() if t in weights.value_types
+        }
         n = len(self.items)
         self.available = np.ones(n, dtype=bool)
         self.titles: list[str | None] = [None] * n
@@ -118,12 +125,18 @@ class ServingState:
         if not history:
             empty = sp.csr_matrix((1, n), dtype=np.float32)
             return empty, empty, []
-        get, weight = self.items.get, self.weights.weight_of
+        # Hot path (every request, up to HISTORY_LIMIT events): plain dict look-ups only.
+        index = self.items.lookup
+        plain, scaled = self._plain_weights, self._scaled_weights
         totals: dict[int, float] = {}  # insertion order = newest first
         for item_id, event_type, value in history:
-            pos = get(item_id)
-            if pos >= 0:
-                totals[pos] = totals.get(pos, 0.0) + weight(event_type, value)
+            pos = index.get(item_id)
+            if pos is None:
+                continue
+            weight = plain.get(event_type)
+            if weight is None:
+                weight = scaled.get(event_type, 0.0) * (1.0 if value is None else value)
+            totals[pos] = totals.get(pos, 0.0) + weight
         if not totals:
             empty = sp.csr_matrix((1, n), dtype=np.float32)
             return empty, empty, []
@@ -254,7 +267,7 @@ class RecommendationService:
             ids_k, scores_k = ids[0][keep], scores[0][keep]
             reasons = self._because(state, hist_idx, conf, ids_k)
             recs = [
-                Recommendation(state.items.external([i])[0], float(s), r)
+                Recommendation(state.item_ids[i], float(s), r)
                 for i, s, r in zip(ids_k.tolist(), scores_k.tolist(), reasons, strict=True)
             ]
         if len(recs) < want:
@@ -288,7 +301,7 @@ class RecommendationService:
                         dict(base),
                         {
                             "kind": "similar_to",
-                            "item_id": state.items.external([src])[0],
+                            "item_id": state.item_ids[src],
                             "title": state.titles[src],
                         },
                     ]
@@ -319,7 +332,7 @@ class RecommendationService:
                 break
             if not allowed[idx] or idx in excluded:
                 continue
-            item_id = state.items.external([idx])[0]
+            item_id = state.item_ids[idx]
             if item_id in taken:
                 continue
             out.append(Recommendation(item_id, float(state.popular_scores[idx]), [dict(reason)]))
@@ -345,7 +358,7 @@ class RecommendationService:
         title = state.titles[idx]
         recs = [
             Recommendation(
-                state.items.external([i])[0],
+                state.item_ids[i],
                 float(s),
                 [{"kind": "similar_to", "item_id": item_id, "title": title}],
             )
@@ -374,7 +387,7 @@ class RecommendationService:
         ids_k = ids[0][keep]
         reasons = self._because(state, idx.tolist(), row, ids_k, kind="session")
         recs = [
-            Recommendation(state.items.external([i])[0], float(s), r)
+            Recommendation(state.item_ids[i], float(s), r)
             for i, s, r in zip(ids_k.tolist(), scores[0][keep].tolist(), reasons, strict=True)
         ]
         if len(recs) < n:
@@ -432,7 +445,7 @@ class RecommendationService:
                     break
                 if not allowed[idx]:
                     continue
-                item_id = state.items.external([idx])[0]
+                item_id = state.item_ids[idx]
                 if item_id not in exclude:
                     out.append(
                         Recommendation(item_id, float(state.popular_scores[idx]), [dict(reason)])
