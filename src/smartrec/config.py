@@ -88,7 +88,7 @@ class Settings(BaseSettings):
 
     #: Threads serving blocking request work per process. Requests are CPU-bound numpy work
     #: under the GIL: a few threads keep tail latency low; scale with ``workers`` instead.
-    api_threads: int = Field(default=4, ge=1, le=256)
+    api_threads: int = Field(default=2, ge=1, le=256)
     #: Server processes for ``smartrec serve`` (each loads the champion).
     workers: int = Field(default=1, ge=1, le=64)
 
