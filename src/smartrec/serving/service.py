@@ -13,9 +13,10 @@ import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -47,6 +48,44 @@ def parse_window(window: str) -> float:
     if seconds > MAX_WINDOW_S:  # also keeps the SQL bound inside a 64-bit integer
         raise ValidationFailed(f"window {window!r} is longer than 100 years", field="window")
     return seconds
+
+
+V = TypeVar("V")
+
+
+class TtlCache(Generic[V]):
+    """A small thread-safe LRU whose entries expire: bounded memory whatever the keys."""
+
+    def __init__(self, max_entries: int, ttl_s: float) -> None:
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self._data: OrderedDict[str, tuple[float, V]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> V | None:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None:
+                return None
+            if time.monotonic() - entry[0] > self.ttl_s:
+                del self._data[key]
+                return None
+            self._data.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: str, value: V) -> None:
+        with self._lock:
+            self._data[key] = (time.monotonic(), value)
+            self._data.move_to_end(key)
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 @dataclass(frozen=True)
@@ -109,6 +148,13 @@ class ServingState:
                     categories[cat][pos] = True
             self.available, self.titles, self.categories = available, titles, categories
 
+    def items_row(self, item_ids: Sequence[str]) -> sp.csr_matrix:
+        """A 1 x n_items indicator row of the given (known) items."""
+        index = self.items.lookup
+        cols = np.array(sorted({index[i] for i in item_ids if i in index}), dtype=np.int32)
+        data = np.ones(len(cols), dtype=np.float32)
+        return sp.csr_matrix((data, cols, np.array([0, len(cols)])), shape=(1, len(self.items)))
+
     def allowed(self, category: str | None) -> np.ndarray:
         if category is None:
             return self.available
@@ -163,7 +209,11 @@ class RecommendationService:
         self._swap_lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
-        self._popular_cache: dict[str, tuple[float, list[tuple[str, float]]]] = {}
+        self._popular_cache: TtlCache[list[tuple[str, float]]] = TtlCache(
+            max_entries=256, ttl_s=settings.popular_cache_ttl_s
+        )
+        self._catalog_mark: int | None = None  # newest items.updated_at applied
+        self._applied_at_mark: set[str] = set()
         self.last_reload_error: str | None = None
 
     # ----------------------------------------------------------------- model lifecycle
@@ -178,9 +228,39 @@ class RecommendationService:
 
     def install(self, bundle: ModelBundle) -> None:
         """Make a bundle the serving model (tests and embedded use)."""
+        mark = self.store.catalog_mark()
         state = ServingState(bundle, self.store.catalog(bundle.items.to_list()), self.weights)
         self._state = state  # one reference assignment: in-flight requests keep the old one
+        self._catalog_mark, self._applied_at_mark = mark, set()
+        self.refresh_catalog()  # changes committed while the catalog was being read
         self._popular_cache.clear()
+
+    def refresh_catalog(self) -> int:
+        """Apply item rows changed since the last look (by any process); returns how many.
+
+        Availability, titles and categories set through another replica reach this one within
+        one watcher interval.
+        """
+        state = self._state
+        if state is None or self._catalog_mark is None:
+            self._catalog_mark = self.store.catalog_mark()
+            return 0
+        mark = self._catalog_mark
+        # ">= mark" also catches a write committed late within the last millisecond seen;
+        # rows already applied at exactly that millisecond are skipped.
+        rows = self.store.catalog_changes(mark)
+        fresh = [i for i, ts in rows if ts > mark or i not in self._applied_at_mark]
+        if fresh:
+            state.apply_catalog(self.store.catalog(fresh))
+            self._popular_cache.clear()
+        if rows:
+            newest = max(ts for _, ts in rows)
+            at_newest = {i for i, ts in rows if ts == newest}
+            self._applied_at_mark = (
+                at_newest if newest > mark else self._applied_at_mark | at_newest
+            )
+            self._catalog_mark = newest
+        return len(fresh)
 
     def reload(self) -> bool:
         """Load the champion if it moved; True when a new version is now served."""
@@ -210,6 +290,7 @@ class RecommendationService:
             while not self._stop.wait(interval):
                 try:
                     self.reload()
+                    self.refresh_catalog()
                 except Exception as exc:  # keep serving the current model
                     self.last_reload_error = f"{type(exc).__name__}: {exc}"
                     log.warning("champion reload failed: %s", self.last_reload_error)
@@ -247,13 +328,20 @@ class RecommendationService:
         state = self._state
         history = self.store.user_history(user_id, HISTORY_LIMIT)
         if state is None:
-            seen = {h[0] for h in history} if exclude_seen else set()
+            seen: set[str] = set()
+            if exclude_seen:
+                seen = {h[0] for h in history}
+                if len(history) >= HISTORY_LIMIT:
+                    seen = set(self.store.user_items(user_id))
             ranked = self._popular_from_log(None, category, want + len(seen))
             items = [
                 Recommendation(i, s, [{"kind": "popular"}]) for i, s in ranked if i not in seen
             ]
             return self._page(items, offset, n, None)
         conf, seen_row, hist_idx = state.user_rows(history)
+        if exclude_seen and len(history) >= HISTORY_LIMIT:
+            # Scoring looks at the newest events only, but "seen" means ever seen.
+            seen_row = state.items_row(self.store.user_items(user_id))
         uidx = state.users.get(user_id)
         allowed = state.allowed(category)
         exclude = seen_row if exclude_seen else None
@@ -461,9 +549,8 @@ class RecommendationService:
     ) -> list[tuple[str, float]]:
         """Weighted event counts from the log, in a window ending at the newest event."""
         key = f"{window_s}"
-        cached = self._popular_cache.get(key)
-        now = time.monotonic()
-        if cached is None or now - cached[0] > self.settings.popular_cache_ttl_s:
+        ranking = self._popular_cache.get(key)
+        if ranking is None:
             since = None
             if window_s is not None:
                 newest = self.store.newest_event_ms()
@@ -476,18 +563,15 @@ class RecommendationService:
                     if weight > 0:
                         totals[item_id] = totals.get(item_id, 0.0) + weight * count
             ranking = sorted(totals.items(), key=lambda t: (-t[1], t[0]))
-            self._popular_cache[key] = (now, ranking)
-        else:
-            ranking = cached[1]
-        # The catalog filter reads item rows: cache its answer too, for the same time (it is
-        # dropped at once when the catalog changes through this process).
+            self._popular_cache.put(key, ranking)
+        # The catalog filter reads item rows: cache its answer too, for the same time (all of it
+        # is dropped when the catalog changes).
         filtered_key = f"{window_s}|{category}|{limit}"
-        hit = self._popular_cache.get(filtered_key)
-        if hit is not None and hit[0] >= self._popular_cache[key][0]:
-            return hit[1]
-        filtered = self._filter_catalog(ranking, category, limit)
-        filtered = filtered if limit is None else filtered[:limit]
-        self._popular_cache[filtered_key] = (time.monotonic(), filtered)
+        filtered = self._popular_cache.get(filtered_key)
+        if filtered is None:
+            filtered = self._filter_catalog(ranking, category, limit)
+            filtered = filtered if limit is None else filtered[:limit]
+            self._popular_cache.put(filtered_key, filtered)
         return filtered
 
     def _filter_catalog(

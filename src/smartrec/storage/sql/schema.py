@@ -43,6 +43,7 @@ items = Table(
     Column("placeholder", Boolean, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    Index(None, "updated_at"),
 )
 
 users = Table(

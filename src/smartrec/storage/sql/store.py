@@ -316,6 +316,26 @@ class SqlStore:
             finally:
                 cursor.close()
 
+    def user_items(self, user_id: str) -> list[str]:
+        """Every item the user ever had an event on (for "seen" beyond the history window)."""
+        c = schema.events.c
+        query = select(c.item_id).where(c.user_id == user_id).distinct()
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(query)]
+
+    def catalog_mark(self) -> int:
+        """The newest ``items.updated_at`` (0 on an empty catalog)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(select(func.max(schema.items.c.updated_at))).scalar()
+        return int(value or 0)
+
+    def catalog_changes(self, mark: int) -> list[tuple[str, int]]:
+        """(item_id, updated_at) of items updated at or after ``mark`` (indexed)."""
+        c = schema.items.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(c.item_id, c.updated_at).where(c.updated_at >= mark))
+            return [(r[0], int(r[1])) for r in rows]
+
     def item_activity(self, since_ms: int | None) -> list[tuple[str, str, float | None, int]]:
         """(item_id, type, value, count) grouped, for events at or after ``since_ms``."""
         c = schema.events.c

@@ -1,4 +1,7 @@
-"""Training jobs remember which process runs them (to fail orphans after a crash).
+"""Jobs remember their process (to fail orphans); items are indexed by update time.
+
+Training jobs record ``host:pid`` so that a restarted server can fail the jobs whose process
+died. Serving replicas poll ``items.updated_at`` to pick up catalog changes made elsewhere.
 
 Revision ID: 0002
 Revises: 0001
@@ -19,8 +22,10 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("training_jobs") as batch:
         batch.add_column(sa.Column("worker", sa.String(300), nullable=True))
+    op.create_index("ix_items_updated_at", "items", ["updated_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_items_updated_at", table_name="items")
     with op.batch_alter_table("training_jobs") as batch:
         batch.drop_column("worker")
