@@ -84,18 +84,10 @@ def startup_lock(settings: Settings, store: SqlStore) -> Iterator[None]:
             if store.dialect != "postgresql":
                 yield
                 return
-            with store.engine.connect() as conn:
-                conn.exec_driver_sql("SELECT pg_advisory_lock(%(k)s)", {"k": _PG_LOCK_KEY})
-                try:
-                    yield
-                finally:
-                    conn.exec_driver_sql("SELECT pg_advisory_unlock(%(k)s)", {"k": _PG_LOCK_KEY})
+            with store.lock("smartrec-startup"):
+                yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-#: Arbitrary constant naming smartrec's start-up lock among PostgreSQL advisory locks.
-_PG_LOCK_KEY = 0x5_3A27_5EC0
 
 
 def build_registry(settings: Settings) -> ModelRegistry:

@@ -168,13 +168,19 @@ class ModelRegistry:
 
     # ----------------------------------------------------------------- reading
     def alias_version(self, alias: str = CHAMPION) -> str | None:
-        """The version an alias points to, or None (cheap: used by the hot-swap watcher)."""
+        """The version an alias points to, or None when it (or the model) does not exist.
+
+        Any other failure (network, server error, a locked store) propagates: treating it as "no
+        champion" would let a training job promote without comparing.
+        """
         from mlflow.exceptions import MlflowException
 
         try:
             mv = self.client.get_model_version_by_alias(self.model_name, alias)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            if _missing(exc):
+                return None
+            raise
         return str(mv.version)
 
     def _aliases(self) -> dict[str, list[str]]:
@@ -182,8 +188,10 @@ class ModelRegistry:
 
         try:
             rm = self.client.get_registered_model(self.model_name)
-        except MlflowException:
-            return {}
+        except MlflowException as exc:
+            if _missing(exc):
+                return {}
+            raise
         out: dict[str, list[str]] = {}
         for alias, version in (rm.aliases or {}).items():
             out.setdefault(str(version), []).append(alias)
@@ -194,8 +202,10 @@ class ModelRegistry:
 
         try:
             mv = self.client.get_model_version(self.model_name, str(version))
-        except MlflowException:
-            raise NotFound(f"model version {version!r} does not exist") from None
+        except MlflowException as exc:
+            if _missing(exc):
+                raise NotFound(f"model version {version!r} does not exist") from None
+            raise
         return self._info(mv, self._aliases())
 
     def _info(self, mv: Any, aliases: dict[str, list[str]]) -> VersionInfo:
@@ -220,8 +230,10 @@ class ModelRegistry:
 
         try:
             versions = self.client.search_model_versions(f"name='{self.model_name}'")
-        except MlflowException:
-            return []
+        except MlflowException as exc:
+            if _missing(exc):
+                return []
+            raise
         aliases = self._aliases()
         infos = [self._info(mv, aliases) for mv in versions]
         return sorted(infos, key=lambda v: int(v.version), reverse=True)
@@ -231,19 +243,29 @@ class ModelRegistry:
         info = self.get_version(version)
         target = self.cache_dir / _safe(self.model_name) / f"v{info.version}-{info.run_id}"
         if not (target / BUNDLE_PATH / "bundle.json").exists():
+            # Download aside, then publish with one rename. Several processes may race here: a
+            # published directory is never touched again, the loser just drops its copy.
             tmp = Path(tempfile.mkdtemp(dir=_mkdir(self.cache_dir)))
             try:
                 self.client.download_artifacts(info.run_id, BUNDLE_PATH, str(tmp))
                 target.parent.mkdir(parents=True, exist_ok=True)
-                if target.exists():
-                    shutil.rmtree(target)
-                tmp.rename(target)
+                try:
+                    tmp.rename(target)
+                except OSError:
+                    if not (target / BUNDLE_PATH / "bundle.json").exists():
+                        raise
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
         bundle = ModelBundle.load(target / BUNDLE_PATH)
         bundle.meta["version"] = info.version
         return bundle
+
+
+def _missing(exc: Exception) -> bool:
+    """MLflow's way of saying "no such model / version / alias"."""
+    code = getattr(exc, "error_code", None)
+    return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 def _metric_key(name: str) -> str:

@@ -159,7 +159,7 @@ class Trainer:
         notes: list[str] = []
         if val.n_users == 0:
             notes.append(
-                "the validation window has no user with earlier history: models were not "
+                "the validation window has no user with earlier history: models could not be "
                 "compared; the first configured model was kept"
             )
         candidates: dict[str, dict[str, float]] = {}
@@ -167,9 +167,12 @@ class Trainer:
             say(f"fitting {name} on the training window")
             try:
                 scores, fit_s = self._fit_and_score(name, dict(params), val)
-            except SmartrecError as exc:
-                notes.append(f"{name} skipped: {exc}")
-                say(f"{name} skipped: {exc}")
+            except Exception as exc:  # one bad model (or parameter) must not sink the job
+                reason = (
+                    str(exc) if isinstance(exc, SmartrecError) else f"{type(exc).__name__}: {exc}"
+                )
+                notes.append(f"{name} skipped: {reason}")
+                say(notes[-1])
                 continue
             candidates[name] = {**scores, "fit_seconds": round(fit_s, 3)}
             say(f"{name}: {metric}={scores.get(metric, float('nan')):.4f} ({fit_s:.1f}s)")
@@ -177,11 +180,6 @@ class Trainer:
             raise TrainingError("every configured model failed: " + "; ".join(notes))
         best = max(candidates, key=lambda n: candidates[n].get(metric, -1.0))
         best_params = dict(configs[best])
-
-        champion_before = self.registry.alias_version(CHAMPION)
-        champion_metrics: dict[str, float] | None = None
-        if champion_before is not None and val.n_users:
-            champion_metrics = self._champion_on_split(champion_before, val, notes)
 
         say(f"refitting {best} on all {data.n_events} events")
         final = create(best, **best_params).fit(data)
@@ -211,16 +209,23 @@ class Trainer:
             tags={"smartrec.selection_metric": metric},
             extra_artifacts={"candidates.json": json.dumps(candidates, indent=2)},
         )
-        promoted = self._should_promote(best_metrics, champion_metrics, champion_before, metric)
-        if promoted:
-            self.registry.set_alias(CHAMPION, info.version)
-            say(f"version {info.version} ({best}) is now the champion")
-        else:
-            notes.append(
-                f"version {info.version} did not beat champion {champion_before} on {metric}; "
-                "the champion stays"
+        # Read, compare and move the alias under one lock shared by every process: two jobs
+        # finishing together must not both "beat" the same old champion.
+        with self.store.lock("smartrec-promotion"):
+            champion_before = self.registry.alias_version(CHAMPION)
+            champion_metrics: dict[str, float] | None = None
+            if champion_before is not None and val.n_users:
+                say(f"re-scoring champion {champion_before} on the same split")
+                champion_metrics = self._champion_on_split(champion_before, val, notes)
+            promoted, why = self._should_promote(
+                best_metrics, champion_metrics, champion_before, metric
             )
-            say(notes[-1])
+            if promoted:
+                self.registry.set_alias(CHAMPION, info.version)
+                say(f"version {info.version} ({best}) is now the champion")
+            else:
+                notes.append(f"version {info.version} was not promoted: {why}")
+                say(notes[-1])
         return TrainResult(
             model_version=info.version,
             algorithm=best,
@@ -257,8 +262,8 @@ class Trainer:
                 }
             scores, _ = self._fit_and_score(algorithm, params, val)
             return scores
-        except SmartrecError as exc:
-            notes.append(f"champion {version} could not be re-scored ({exc}); replacing it")
+        except Exception as exc:
+            notes.append(f"champion {version} could not be re-scored: {type(exc).__name__}: {exc}")
             return None
 
     @staticmethod
@@ -267,9 +272,21 @@ class Trainer:
         champion: dict[str, float] | None,
         champion_version: str | None,
         metric: str,
-    ) -> bool:
-        """Promote when there is no champion, or the candidate is at least as good on the same
-        split: on a tie the candidate wins because it was refitted on newer data."""
-        if champion_version is None or champion is None:
-            return True
-        return candidate.get(metric, 0.0) >= champion.get(metric, 0.0)
+    ) -> tuple[bool, str]:
+        """(promote?, why not). Promote when there is no champion, or the candidate is at least as
+        good on the same split: on a tie the candidate wins because it saw newer data. With a
+        champion that could not be compared, keep it: a person can promote by hand."""
+        if champion_version is None:
+            return True, ""
+        if champion is None:
+            return False, (
+                f"champion {champion_version} could not be compared on this validation split; "
+                f"it stays (POST /v1/models/{{version}}/promote to switch by hand)"
+            )
+        ours, theirs = candidate.get(metric, 0.0), champion.get(metric, 0.0)
+        if ours >= theirs:
+            return True, ""
+        return False, (
+            f"{metric} {ours:.4f} is below champion {champion_version}'s {theirs:.4f} on the "
+            "same split; the champion stays"
+        )

@@ -25,6 +25,7 @@ def list_models(rt: RuntimeDep) -> dict[str, Any]:
 @router.post("/models/{version}/promote")
 def promote(version: str, rt: RuntimeDep) -> dict[str, Any]:
     """Make a version the champion; this process swaps to it at once, others on their next poll."""
+    rt.registry.load(version)  # a version that cannot be loaded must not become the champion
     rt.registry.set_alias(CHAMPION, version)
     rt.service.reload()
     return {"champion": version, "serving_version": rt.service.model_version}

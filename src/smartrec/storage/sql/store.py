@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ class SqlStore:
             f"SELECT item_id, type, value FROM events WHERE user_id = {mark} "
             f"ORDER BY ts DESC LIMIT {mark}"
         )
+        self._memory_locks: dict[str, threading.Lock] = {}
         # SQLite has one writer at a time: queueing writers on a lock here is fairer and much
         # faster than letting them poll the database's busy timeout.
         self._write_lock: AbstractContextManager[Any] = nullcontext()
@@ -84,6 +86,36 @@ class SqlStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """A lock shared by every process using this database (not only this one).
+
+        PostgreSQL: a session advisory lock. SQLite (one machine by nature): a file lock next to
+        the database file.
+        """
+        if self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT pg_advisory_lock(hashtext(%(n)s))", {"n": name})
+                try:
+                    yield
+                finally:
+                    conn.exec_driver_sql("SELECT pg_advisory_unlock(hashtext(%(n)s))", {"n": name})
+                    conn.commit()
+            return
+        database = make_url(self.url).database
+        if not database or database == ":memory:":
+            with self._memory_locks.setdefault(name, threading.Lock()):
+                yield
+            return
+        import fcntl
+
+        with open(f"{database}.{name}.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def ping(self) -> bool:
         try:
@@ -237,7 +269,7 @@ class SqlStore:
                 with self._write_lock:
                     inserted = write(rows, users, items, now_ms())
                 break
-            except OperationalError as exc:
+            except (OperationalError, sqlite3.OperationalError) as exc:
                 if attempt + 1 == RETRIES or not _transient(exc):
                     raise
                 time.sleep(0.01 * (attempt + 1))
@@ -464,11 +496,12 @@ _SQLITE_EVENTS = (
 )
 
 
-def _transient(exc: OperationalError) -> bool:
-    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+def _transient(exc: Exception) -> bool:
+    orig = getattr(exc, "orig", exc)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if code in ("40P01", "40001"):  # deadlock_detected, serialization_failure
         return True
-    return "database is locked" in str(exc.orig)
+    return "database is locked" in str(orig)
 
 
 def _last_wins(rows: Sequence[dict[str, Any]], key: str) -> list[dict[str, Any]]:
