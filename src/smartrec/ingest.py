@@ -38,11 +38,13 @@ class Ingestor:
         events: EventStore,
         weights: EventWeights,
         max_batch_size: int,
+        max_future_skew_s: float = 86_400.0,
     ) -> None:
         self.catalog = catalog
         self.events = events
         self.weights = weights
         self.max_batch_size = max_batch_size
+        self.max_future_skew_ms = int(max_future_skew_s * 1000)
 
     def _check_size(self, n: int, what: str) -> None:
         if n > self.max_batch_size:
@@ -72,9 +74,21 @@ class Ingestor:
             for i, e in enumerate(events)
             if not self.weights.known(e.type)
         ]
-        if errors:
-            raise BatchInvalid("events", errors)
         now = int(time.time() * 1000) if now_ms is None else now_ms
+        latest = now + self.max_future_skew_ms
+        errors += [
+            FieldError(
+                i,
+                "timestamp",
+                f"timestamp is {(e.timestamp - now) / 3.6e6:.1f} h ahead of the server clock "
+                f"(at most {self.max_future_skew_ms / 3.6e6:.1f} h allowed)",
+            )
+            for i, e in enumerate(events)
+            if e.timestamp is not None and e.timestamp > latest
+        ]
+        if errors:
+            errors.sort(key=lambda err: err.index)
+            raise BatchInvalid("events", errors)
         out: list[EventRecord] = []
         for e in events:
             ts = e.timestamp if e.timestamp is not None else now

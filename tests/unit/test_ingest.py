@@ -78,3 +78,15 @@ def test_scalar_weight_matches_vector_weights() -> None:
     np.testing.assert_allclose(
         [w.weight_of(t, v) for t, v in zip(types, values, strict=True)], w.weigh(types, values)
     )
+
+
+def test_events_far_in_the_future_are_rejected(tmp_path: Path) -> None:
+    store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store.migrate()
+    ing = Ingestor(store, store, EventWeights(), max_batch_size=10, max_future_skew_s=3600)
+    now = 1_700_000_000_000
+    ok = EventIn(user_id="u", item_id="i", type="view", timestamp=(now + 3_000_000) / 1000)
+    late = EventIn(user_id="u", item_id="i", type="view", timestamp=(now + 7_200_000) / 1000)
+    assert len(ing.to_records([ok], now_ms=now)) == 1
+    with pytest.raises(BatchInvalid, match=r"events\[1\]\.timestamp: timestamp is 2\.0 h ahead"):
+        ing.to_records([ok, late], now_ms=now)

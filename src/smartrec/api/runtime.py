@@ -32,7 +32,9 @@ class Runtime:
         settings.ensure_home()
         store = SqlStore(settings.resolved_database_url)
         registry = build_registry(settings)
-        ingestor = Ingestor(store, store, settings.weights, settings.max_batch_size)
+        ingestor = Ingestor(
+            store, store, settings.weights, settings.max_batch_size, settings.max_future_skew_s
+        )
         service = RecommendationService(settings, store, registry)
         trainer = Trainer(settings, store, registry)
 

@@ -76,6 +76,7 @@ class _FactorModel(Recommender):
 
     def _reset_cache(self) -> None:
         """Drop values derived from the factors (after fit or load)."""
+        self._unit = None
 
     def _score(self, user_items: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         vectors = np.zeros((user_items.shape[0], self.item_factors.shape[1]), dtype=np.float32)
@@ -87,10 +88,14 @@ class _FactorModel(Recommender):
         return vectors @ self.item_factors.T
 
     def _unit_factors(self) -> np.ndarray:
-        factors = self._taste_factors()
-        norms = np.linalg.norm(factors, axis=1)
-        norms[norms == 0] = 1.0  # items never seen in training have zero factors: similarity 0
-        return factors / norms[:, None]
+        """Row-normalised taste factors, computed once (similar items and explanations)."""
+        unit: np.ndarray | None = getattr(self, "_unit", None)
+        if unit is None or unit.shape[0] != self.item_factors.shape[0]:
+            factors = self._taste_factors()
+            norms = np.linalg.norm(factors, axis=1)
+            norms[norms == 0] = 1.0  # items never seen in training have zero factors
+            unit = self._unit = (factors / norms[:, None]).astype(np.float32)
+        return unit
 
     def _similar_scores(self, items: np.ndarray) -> np.ndarray:
         unit = self._unit_factors()
@@ -147,6 +152,7 @@ class ALS(_FactorModel):
         )
 
     def _reset_cache(self) -> None:
+        super()._reset_cache()
         self._yty = None
 
     def _fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import traceback
 import uuid
@@ -10,11 +11,22 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from smartrec.errors import NotFound, SmartrecError
+from smartrec.errors import NotFound, NotReady, SmartrecError
 from smartrec.storage.sql.store import SqlStore, now_ms
 from smartrec.training.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/Infinity are not JSON (PostgreSQL refuses them in jsonb): store them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 class JobRunner:
@@ -32,8 +44,11 @@ class JobRunner:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smartrec-train")
         self._futures: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
     def submit(self, request: dict[str, Any]) -> str:
+        if self._closed:
+            raise NotReady("the server is shutting down; submit the training job again later")
         job_id = uuid.uuid4().hex
         self.store.create_job(job_id, request)
         future = self._pool.submit(self._run, job_id, request)
@@ -59,14 +74,25 @@ class JobRunner:
                 self.on_success(result)
             except Exception:  # the job itself succeeded; serving will catch up by polling
                 log.exception("post-training hook failed for job %s", job_id)
-        self.store.update_job(
-            job_id,
-            status="succeeded",
-            model_version=result.model_version,
-            metrics=result.metrics,
-            result=result.as_dict(),
-            finished_at=now_ms(),
-        )
+        try:
+            self.store.update_job(
+                job_id,
+                status="succeeded",
+                model_version=result.model_version,
+                metrics=result.metrics,
+                result=_json_safe(result.as_dict()),
+                finished_at=now_ms(),
+            )
+        except Exception as exc:  # never leave the row "running" behind a finished job
+            log.exception("could not record the result of job %s", job_id)
+            self.store.update_job(
+                job_id,
+                status="failed",
+                model_version=result.model_version,
+                error=f"trained version {result.model_version} but could not record the "
+                f"result: {type(exc).__name__}: {exc}",
+                finished_at=now_ms(),
+            )
 
     def get(self, job_id: str) -> dict[str, Any]:
         job = self.store.get_job(job_id)
@@ -82,4 +108,5 @@ class JobRunner:
         return self.get(job_id)
 
     def shutdown(self, wait: bool = True) -> None:
+        self._closed = True
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
