@@ -216,7 +216,11 @@ class Trainer:
             champion_metrics: dict[str, float] | None = None
             if champion_before is not None and val.n_users:
                 say(f"re-scoring champion {champion_before} on the same split")
-                champion_metrics = self._champion_on_split(champion_before, val, notes)
+                scored = {
+                    n: (dict(configs[n]), {k: v for k, v in m.items() if k != "fit_seconds"})
+                    for n, m in candidates.items()
+                }
+                champion_metrics = self._champion_on_split(champion_before, val, notes, scored)
             promoted, why = self._should_promote(
                 best_metrics, champion_metrics, champion_before, metric
             )
@@ -244,10 +248,15 @@ class Trainer:
         )
 
     def _champion_on_split(
-        self, version: str, val: Validation, notes: list[str]
+        self,
+        version: str,
+        val: Validation,
+        notes: list[str],
+        scored: dict[str, tuple[dict[str, Any], dict[str, float]]],
     ) -> dict[str, float] | None:
         """Refit the champion's configuration on this split: scoring the registered model
-        itself would let it see the validation window it was trained on."""
+        itself would let it see the validation window it was trained on. A configuration
+        already scored as a candidate of this run is not fitted twice."""
         try:
             info = self.registry.get_version(version)
             algorithm = info.params.get("algorithm")
@@ -260,6 +269,9 @@ class Trainer:
                 params = {
                     k[len(prefix) :]: v for k, v in info.params.items() if k.startswith(prefix)
                 }
+            same = scored.get(algorithm)
+            if same is not None and same[0] == params:
+                return same[1]
             scores, _ = self._fit_and_score(algorithm, params, val)
             return scores
         except Exception as exc:
