@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from smartrec.domain import EventWeights, IdMap, Interactions
 
@@ -114,26 +113,14 @@ class Synthetic:
             [(weights or EventWeights()).weights.get(t, 0.0) for t in EVENT_TYPES],
             dtype=np.float32,
         )
-        w = w_table[self.event_type]
-        shape = (self.n_users, self.n_items)
-        summed = sp.csr_matrix((w.astype(np.float64), (self.event_user, self.event_item)), shape)
-        summed.sum_duplicates()
-        seen = summed.copy()
-        seen.data = np.ones_like(seen.data)
-        matrix = summed.copy()
-        matrix.data = np.maximum(matrix.data, 0.0)
-        matrix.eliminate_zeros()
-        cats = [list(c) for c in self.item_categories]
-        return Interactions(
-            users=IdMap(self.user_ids),
-            items=IdMap(self.item_ids),
-            matrix=matrix.astype(np.float32).tocsr(),
-            seen=seen.astype(np.float32).tocsr(),
-            event_users=self.event_user.astype(np.int64),
-            event_items=self.event_item.astype(np.int64),
-            event_weights=w,
-            event_times=self.timestamp.astype(np.float64),
-            item_categories=cats,
+        return Interactions.from_codes(
+            IdMap(self.user_ids),
+            IdMap(self.item_ids),
+            self.event_user,
+            self.event_item,
+            w_table[self.event_type],
+            self.timestamp,
+            [list(c) for c in self.item_categories],
         )
 
 

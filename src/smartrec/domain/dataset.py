@@ -140,29 +140,46 @@ class Interactions:
         u = umap.index(u_ext)
         i = imap.index(i_ext)
         keep = (u >= 0) & (i >= 0)
-        u, i, w, t = u[keep], i[keep], w[keep], t[keep]
-        shape = (len(umap), len(imap))
-        summed = sp.csr_matrix((w.astype(np.float64), (u, i)), shape=shape)
-        summed.sum_duplicates()
-        seen = summed.copy()
-        seen.data = np.ones_like(seen.data, dtype=np.float32)
-        seen = seen.astype(np.float32)
-        matrix = summed.copy()
-        matrix.data = np.maximum(matrix.data, 0.0)
-        matrix.eliminate_zeros()
         cats = None
         if item_categories is not None:
             cats = [list(item_categories.get(str(x), [])) for x in imap.ids]
+        return cls.from_codes(umap, imap, u[keep], i[keep], w[keep], t[keep], cats)
+
+    @classmethod
+    def from_codes(
+        cls,
+        users: IdMap,
+        items: IdMap,
+        event_users: np.ndarray,
+        event_items: np.ndarray,
+        weights: np.ndarray,
+        times: np.ndarray,
+        item_categories: list[list[str]] | None = None,
+    ) -> Interactions:
+        """Build from events already given as internal indices (no string look-ups: the fast
+        path for generated data with tens of millions of events)."""
+        u = np.asarray(event_users, dtype=np.int64)
+        i = np.asarray(event_items, dtype=np.int64)
+        w = np.asarray(weights, dtype=np.float32)
+        t = np.asarray(times, dtype=np.float64)
+        shape = (len(users), len(items))
+        summed = sp.csr_matrix((w.astype(np.float64), (u, i)), shape=shape)
+        summed.sum_duplicates()
+        seen = summed.copy()
+        seen.data = np.ones_like(seen.data)
+        matrix = summed.copy()
+        matrix.data = np.maximum(matrix.data, 0.0)
+        matrix.eliminate_zeros()
         return cls(
-            users=umap,
-            items=imap,
+            users=users,
+            items=items,
             matrix=matrix.astype(np.float32).tocsr(),
-            seen=seen.tocsr(),
+            seen=seen.astype(np.float32).tocsr(),
             event_users=u,
             event_items=i,
             event_weights=w,
             event_times=t,
-            item_categories=cats,
+            item_categories=item_categories,
         )
 
     def binarized(self) -> sp.csr_matrix:
