@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from smartrec.api.deps import MetricsDep, RuntimeDep
 from smartrec.errors import ValidationFailed
@@ -23,6 +23,13 @@ Category = Annotated[str | None, Query(max_length=256, description="Only items o
 def _check_n(n: int, limit: int) -> None:
     if n > limit:
         raise ValidationFailed(f"n={n} is over the limit of {limit} (SMARTREC_MAX_N)", field="n")
+
+
+def _answer(**fields: Any) -> Response:
+    """Serialise once, in pydantic's Rust core: returning the model would make FastAPI dump it,
+    validate the dump against the response model and serialise it again."""
+    body = RecommendationsOut(**fields).model_dump_json()
+    return Response(content=body, media_type="application/json")
 
 
 def _items(results: Results) -> list[RecommendedItem]:
@@ -51,7 +58,7 @@ def user_recommendations(
     category: Category = None,
     filter: Annotated[str | None, Query(max_length=2000)] = None,
     page_token: Annotated[str | None, Query(max_length=512)] = None,
-) -> RecommendationsOut:
+) -> Response:
     _check_n(n, rt.settings.max_n)
     if filter is not None:
         raise ValidationFailed(
@@ -60,7 +67,7 @@ def user_recommendations(
         )
     results = rt.service.recommend(user_id, n, exclude_seen, category, page_token)
     metrics.recommendations.labels("user", _source(results)).inc()
-    return RecommendationsOut(
+    return _answer(
         user_id=user_id,
         model_version=results.model_version,
         items=_items(results),
@@ -75,13 +82,11 @@ def similar_items(
     item_id: PathId,
     n: N = 10,
     category: Category = None,
-) -> RecommendationsOut:
+) -> Response:
     _check_n(n, rt.settings.max_n)
     results = rt.service.similar(item_id, n, category)
     metrics.recommendations.labels("similar", _source(results)).inc()
-    return RecommendationsOut(
-        item_id=item_id, model_version=results.model_version, items=_items(results)
-    )
+    return _answer(item_id=item_id, model_version=results.model_version, items=_items(results))
 
 
 @router.get("/popular", response_model=RecommendationsOut)
@@ -91,27 +96,23 @@ def popular(
     n: N = 10,
     category: Category = None,
     window: Annotated[str | None, Query(max_length=32, description="e.g. 24h, 7d, 2w")] = None,
-) -> RecommendationsOut:
+) -> Response:
     _check_n(n, rt.settings.max_n)
     results = rt.service.popular(n, category, window)
     metrics.recommendations.labels("popular", _source(results)).inc()
-    return RecommendationsOut(model_version=results.model_version, items=_items(results))
+    return _answer(model_version=results.model_version, items=_items(results))
 
 
 @router.post("/sessions/recommendations", response_model=RecommendationsOut)
-def session_recommendations(
-    body: SessionIn, rt: RuntimeDep, metrics: MetricsDep
-) -> RecommendationsOut:
+def session_recommendations(body: SessionIn, rt: RuntimeDep, metrics: MetricsDep) -> Response:
     _check_n(body.n, rt.settings.max_n)
     results = rt.service.session(body.item_ids, body.n)
     metrics.recommendations.labels("session", _source(results)).inc()
-    return RecommendationsOut(model_version=results.model_version, items=_items(results))
+    return _answer(model_version=results.model_version, items=_items(results))
 
 
 @router.post("/rankings", response_model=RecommendationsOut)
-def rankings(body: RankingIn, rt: RuntimeDep, metrics: MetricsDep) -> RecommendationsOut:
+def rankings(body: RankingIn, rt: RuntimeDep, metrics: MetricsDep) -> Response:
     results = rt.service.rank(body.user_id, body.item_ids)
     metrics.recommendations.labels("ranking", _source(results)).inc()
-    return RecommendationsOut(
-        user_id=body.user_id, model_version=results.model_version, items=_items(results)
-    )
+    return _answer(user_id=body.user_id, model_version=results.model_version, items=_items(results))
