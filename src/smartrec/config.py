@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     #: How far past the server clock an event's timestamp may be (seconds). Decay and windows
     #: count back from the newest event, so one event dated years ahead would skew them.
     max_future_skew_s: float = Field(default=86_400.0, ge=0)
+    #: A training job whose process has not shown a sign of life for this long is failed
+    #: (its server died); the owner refreshes it every ``job_stale_after_s / 4``.
+    job_stale_after_s: float = Field(default=300.0, ge=5.0)
     #: Largest accepted ingest batch (rows) and request body (bytes).
     max_batch_size: int = Field(default=10_000, gt=0)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)

@@ -140,3 +140,12 @@ def test_jobs_left_running_by_a_dead_process_are_failed_at_start(client: TestCli
     assert job["status"] == "failed"
     assert "stopped" in job["error"]
     assert live["status"] == "running"
+
+
+def test_a_job_whose_process_stopped_beating_reads_as_failed(client: TestClient) -> None:
+    store = runtime(client).store
+    store.create_job("silent-job", {"pipeline": None})
+    store.update_job("silent-job", status="running", worker="elsewhere:1", heartbeat_at=1)
+    job = client.get("/v1/training-jobs/silent-job").json()
+    assert job["status"] == "failed"
+    assert "stopped" in job["error"]

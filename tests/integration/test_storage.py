@@ -166,3 +166,19 @@ def test_concurrent_batches_with_overlapping_new_users_and_items(db_url: str) ->
     assert store.count_events() == 4000
     assert store.count_users() == 500 and len(store.catalog()) == 500
     store.close()
+
+
+def test_jobs_with_a_stale_heartbeat_are_failed_from_any_host(db_url: str) -> None:
+    store = SqlStore(db_url)
+    store.migrate()
+    for job in ("old", "fresh"):
+        store.create_job(job, {})
+        store.update_job(job, status="running", worker="another-host:1")
+    store.update_job("old", heartbeat_at=1)  # its process stopped beating long ago
+    assert store.fail_orphaned_jobs("gone", stale_after_ms=60_000) == 1
+    assert store.get_job("old")["status"] == "failed"  # type: ignore[index]
+    assert store.get_job("fresh")["status"] == "running"  # type: ignore[index]
+    store.heartbeat_jobs(["fresh"])
+    beat = store.get_job("fresh")["heartbeat_at"]  # type: ignore[index]
+    assert beat is not None and beat > 1
+    store.close()

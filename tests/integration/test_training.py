@@ -102,3 +102,28 @@ def test_store_lock_excludes_across_connections(db_url: str) -> None:
     assert order == ["a-in", "a-out", "b-in"]
     a.close()
     b.close()
+
+
+def test_running_jobs_keep_their_heartbeat_fresh(tmp_path: Path) -> None:
+    from smartrec.training import JobRunner
+
+    store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store.migrate()
+    release = threading.Event()
+
+    class SlowTrainer:
+        def run(self, models: object = None) -> object:
+            release.wait(10)
+            raise RuntimeError("stopped on purpose")
+
+    runner = JobRunner(SlowTrainer(), store, stale_after_s=5.0)  # type: ignore[arg-type]
+    job_id = runner.submit({})
+    first = store.get_job(job_id)["heartbeat_at"]  # type: ignore[index]
+    time.sleep(2.6)  # two beats at 1.25 s
+    later = store.get_job(job_id)["heartbeat_at"]  # type: ignore[index]
+    assert later > first
+    assert runner.get(job_id)["status"] == "running"
+    release.set()
+    assert runner.wait(job_id, timeout=10)["status"] == "failed"
+    runner.shutdown()
+    store.close()

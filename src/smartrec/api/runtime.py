@@ -13,6 +13,7 @@ from smartrec.registry import ModelRegistry
 from smartrec.serving import RecommendationService
 from smartrec.storage.sql import SqlStore
 from smartrec.training import JobRunner, Trainer, TrainResult
+from smartrec.training.jobs import STALE_REASON
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,9 @@ class Runtime:
             if result.promoted:
                 service.reload()
 
-        jobs = JobRunner(trainer, store, on_success=after_training)
+        jobs = JobRunner(
+            trainer, store, on_success=after_training, stale_after_s=settings.job_stale_after_s
+        )
         return cls(settings, store, registry, ingestor, service, trainer, jobs)
 
     def start(self) -> None:
@@ -60,9 +63,7 @@ class Runtime:
                     log.exception("could not load the champion model; serving popular items")
             # Jobs run inside the API process that accepted them: a job whose process on this
             # host is gone can never finish, so say so instead of leaving it "running".
-            failed = self.store.fail_orphaned_jobs(
-                "the server process running this job stopped before it finished"
-            )
+            failed = self.store.fail_orphaned_jobs(STALE_REASON, self.jobs.stale_after_ms)
             if failed:
                 log.warning("marked %d interrupted training job(s) as failed", failed)
         self.service.start_watcher()

@@ -17,6 +17,8 @@ from smartrec.training.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
 
+STALE_REASON = "the server process running this job stopped before it finished"
+
 
 def _json_safe(value: Any) -> Any:
     """NaN/Infinity are not JSON (PostgreSQL refuses them in jsonb): store them as null."""
@@ -37,6 +39,7 @@ class JobRunner:
         trainer: Trainer,
         store: SqlStore,
         on_success: Callable[[TrainResult], None] | None = None,
+        stale_after_s: float = 300.0,
     ) -> None:
         self.trainer = trainer
         self.store = store
@@ -45,6 +48,9 @@ class JobRunner:
         self._futures: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self.stale_after_ms = int(stale_after_s * 1000)
+        self._heartbeat_stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
 
     def submit(self, request: dict[str, Any]) -> str:
         if self._closed:
@@ -54,7 +60,23 @@ class JobRunner:
         future = self._pool.submit(self._run, job_id, request)
         with self._lock:
             self._futures[job_id] = future
+            if self._heartbeat is None:
+                self._heartbeat = threading.Thread(
+                    target=self._beat, name="smartrec-job-heartbeat", daemon=True
+                )
+                self._heartbeat.start()
         return job_id
+
+    def _beat(self) -> None:
+        """Keep this process's unfinished jobs (queued ones too) visibly alive."""
+        interval = self.stale_after_ms / 4000
+        while not self._heartbeat_stop.wait(interval):
+            with self._lock:
+                alive = [j for j, f in self._futures.items() if not f.done()]
+            try:
+                self.store.heartbeat_jobs(alive)
+            except Exception:  # a database blip: the next beat will do
+                log.warning("job heartbeat failed", exc_info=True)
 
     def _run(self, job_id: str, request: dict[str, Any]) -> None:
         self.store.update_job(job_id, status="running", started_at=now_ms())
@@ -98,6 +120,15 @@ class JobRunner:
         job = self.store.get_job(job_id)
         if job is None:
             raise NotFound(f"training job {job_id!r} does not exist")
+        beat = job.get("heartbeat_at")
+        if (
+            job["status"] in ("queued", "running")
+            and beat is not None
+            and now_ms() - beat > self.stale_after_ms
+        ):
+            # Its process stopped beating: it died. Say so rather than "running" forever.
+            self.store.fail_orphaned_jobs(STALE_REASON, self.stale_after_ms)
+            job = self.store.get_job(job_id) or job
         return job
 
     def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
@@ -109,4 +140,5 @@ class JobRunner:
 
     def shutdown(self, wait: bool = True) -> None:
         self._closed = True
+        self._heartbeat_stop.set()
         self._pool.shutdown(wait=wait, cancel_futures=not wait)

@@ -84,4 +84,6 @@ training_jobs = Table(
     Column("finished_at", BigInteger, nullable=True),
     # host:pid of the API process running the job, to tell an orphan after a crash.
     Column("worker", String(300), nullable=True),
+    # Refreshed by the owning process while the job is unfinished: a stale one is dead.
+    Column("heartbeat_at", BigInteger, nullable=True),
 )

@@ -398,6 +398,7 @@ class SqlStore:
                     request=request,
                     worker=worker_id(),
                     created_at=now_ms(),
+                    heartbeat_at=now_ms(),
                 )
             )
 
@@ -416,15 +417,36 @@ class SqlStore:
             ).first()
         return None if row is None else dict(row._mapping)
 
-    def fail_orphaned_jobs(self, reason: str) -> int:
-        """Fail unfinished jobs owned by a process of this host that no longer exists."""
+    def heartbeat_jobs(self, job_ids: Sequence[str]) -> None:
+        """Mark these (unfinished) jobs as alive now."""
+        if not job_ids:
+            return
+        jobs = schema.training_jobs
+        with self._write_lock, self.engine.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.job_id.in_(list(job_ids)), jobs.c.status.in_(["queued", "running"]))
+                .values(heartbeat_at=now_ms())
+            )
+
+    def fail_orphaned_jobs(self, reason: str, stale_after_ms: int | None = None) -> int:
+        """Fail unfinished jobs whose process is gone: a process of this host that no longer
+        exists, or (any host) a heartbeat older than ``stale_after_ms``."""
         jobs = schema.training_jobs
         host = socket.gethostname()
+        oldest = None if stale_after_ms is None else now_ms() - stale_after_ms
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(jobs.c.job_id, jobs.c.worker).where(jobs.c.status.in_(["queued", "running"]))
+                select(jobs.c.job_id, jobs.c.worker, jobs.c.heartbeat_at).where(
+                    jobs.c.status.in_(["queued", "running"])
+                )
             ).all()
-        orphans = [job_id for job_id, worker in rows if _orphaned(worker, host)]
+        orphans = [
+            job_id
+            for job_id, worker, beat in rows
+            if _orphaned(worker, host)
+            or (oldest is not None and beat is not None and beat < oldest)
+        ]
         if not orphans:
             return 0
         with self._write_lock, self.engine.begin() as conn:

@@ -1,7 +1,8 @@
 """Jobs remember their process (to fail orphans); items are indexed by update time.
 
-Training jobs record ``host:pid`` so that a restarted server can fail the jobs whose process
-died. Serving replicas poll ``items.updated_at`` to pick up catalog changes made elsewhere.
+Training jobs record ``host:pid`` and a heartbeat so that the jobs whose process died can be
+failed (by pid on the same host, by a stale heartbeat anywhere). Serving replicas poll
+``items.updated_at`` to pick up catalog changes made elsewhere.
 
 Revision ID: 0002
 Revises: 0001
@@ -22,10 +23,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("training_jobs") as batch:
         batch.add_column(sa.Column("worker", sa.String(300), nullable=True))
+        batch.add_column(sa.Column("heartbeat_at", sa.BigInteger(), nullable=True))
     op.create_index("ix_items_updated_at", "items", ["updated_at"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_items_updated_at", table_name="items")
     with op.batch_alter_table("training_jobs") as batch:
+        batch.drop_column("heartbeat_at")
         batch.drop_column("worker")
