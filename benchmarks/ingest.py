@@ -187,16 +187,14 @@ def run_config(
             stack.enter_context(t.server)
 
         expect = {"accepted": args.batch_size, "duplicates": 0}
+        # Every phase posts the same way: one set of expectations for warm-up, rounds, profile.
+        post = functools.partial(
+            load.run, concurrency=args.concurrency, expect_status=202, expect_json=expect
+        )
         warm_ok: dict[str, int] = {}
         for t in targets:
             log(f"[workers={workers}] warm-up {t.name}: {len(warmup)} batches")
-            w = load.run(
-                t.server.port,
-                warmup,
-                concurrency=args.concurrency,
-                expect_status=202,
-                expect_json=expect,
-            )
+            w = post(t.server.port, warmup)
             warm_ok[t.name] = w.count
             if w.errors:
                 log(f"[workers={workers}] {t.name}: {w.errors} errors in warm-up: {w.first_error}")
@@ -206,13 +204,7 @@ def run_config(
         for r, chunk in enumerate(per_round):
             order = targets[r % len(targets) :] + targets[: r % len(targets)]
             for t in order:
-                res = load.run(
-                    t.server.port,
-                    chunk,
-                    concurrency=args.concurrency,
-                    expect_status=202,
-                    expect_json=expect,
-                )
+                res = post(t.server.port, chunk)
                 log(
                     f"[workers={workers}] round {r + 1}/{args.rounds} {t.name}: "
                     f"{res.count * args.batch_size / res.elapsed_s:,.0f} events/s, "
@@ -228,14 +220,7 @@ def run_config(
             log(f"[workers={workers}] profiling {t.name} over {len(extra)} more batches")
             res, text = profiled(
                 t.server.pid,
-                functools.partial(
-                    load.run,
-                    t.server.port,
-                    extra,
-                    concurrency=args.concurrency,
-                    expect_status=202,
-                    expect_json=expect,
-                ),
+                functools.partial(post, t.server.port, extra),
             )
             extra_ok[t.name] = res.count
             if text:
