@@ -41,12 +41,16 @@ class CatalogItem:
     attributes: dict[str, Any]
     available: bool
     placeholder: bool
+    published_at: int | None = None  # epoch milliseconds
+    text: str | None = None  # only filled when asked for (``catalog(..., with_text=True)``)
 
 
 class CatalogStore(Protocol):
     def upsert_items(self, rows: Sequence[dict[str, Any]]) -> int: ...
     def upsert_users(self, rows: Sequence[dict[str, Any]]) -> int: ...
-    def catalog(self, item_ids: Iterable[str] | None = None) -> dict[str, CatalogItem]: ...
+    def catalog(
+        self, item_ids: Iterable[str] | None = None, with_text: bool = False
+    ) -> dict[str, CatalogItem]: ...
     def item_exists(self, item_id: str) -> bool: ...
 
 

@@ -198,16 +198,24 @@ class SqlStore:
             conn.execute(stmt, values)
         return len(values)
 
-    def catalog(self, item_ids: Iterable[str] | None = None) -> dict[str, CatalogItem]:
+    def catalog(
+        self, item_ids: Iterable[str] | None = None, with_text: bool = False
+    ) -> dict[str, CatalogItem]:
+        """Item rows by id (all when ``item_ids`` is None). The long ``text`` column is read only
+        when asked for: serving keeps the whole catalogue in memory and does not need it."""
         cols = schema.items.c
-        query = select(
+        columns = [
             cols.item_id,
             cols.title,
             cols.categories,
             cols.attributes,
             cols.available,
             cols.placeholder,
-        )
+            cols.published_at,
+        ]
+        if with_text:
+            columns.append(cols.text)
+        query = select(*columns)
         out: dict[str, CatalogItem] = {}
         with self.engine.connect() as conn:
             if item_ids is None:
@@ -227,6 +235,8 @@ class SqlStore:
                         attributes=dict(row.attributes or {}),
                         available=bool(row.available),
                         placeholder=bool(row.placeholder),
+                        published_at=row.published_at,
+                        text=row.text if with_text else None,
                     )
         return out
 
