@@ -132,3 +132,97 @@ def test_shape_mismatch_is_rejected() -> None:
         M.ndcg_at_k(RECS, _csr(RELEVANT[:2]))
     with pytest.raises(ValueError):
         M.ndcg_at_k(np.array([1, 2, 3]), RELEVANT[:1])
+
+
+# ----------------------------------------------------------------- beyond-accuracy metrics
+# items: i0 {A}, i1 {A}, i2 {B}, i3 {A, B}, i4 {} (no category)
+CATS = [["A"], ["A"], ["B"], ["A", "B"], []]
+BEYOND_RECS = np.array([[0, 1, 2], [0, 3, -1], [2, -1, -1]])
+ILD_0 = (0 + 1 + 1) / 3  # (i0,i1) identical; i2 orthogonal to both
+ILD_1 = 1 - 1 / math.sqrt(2)  # cos({A}, {A, B}) = 1/sqrt(2); row 2 has one item: skipped
+
+
+def test_category_vectors_are_one_hot_and_none_without_categories() -> None:
+    v = M.category_vectors(CATS)
+    assert v is not None
+    np.testing.assert_array_equal(v.toarray(), [[1, 0], [1, 0], [0, 1], [1, 1], [0, 0]])
+    assert M.category_vectors([[], []]) is None
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["sparse", "dense"])
+def test_intra_list_diversity_by_hand(dense: bool) -> None:
+    v = M.category_vectors(CATS)
+    assert v is not None
+    vectors = v.toarray() if dense else v
+    assert M.intra_list_diversity(BEYOND_RECS, vectors) == pytest.approx((ILD_0 + ILD_1) / 2)
+    # k=2: [i0, i1] -> 0, [i0, i3] -> ILD_1, [i2, -1] skipped
+    assert M.intra_list_diversity(BEYOND_RECS, vectors, k=2) == pytest.approx(ILD_1 / 2)
+    # an item without categories is dissimilar to everything; a repeat is identical
+    assert M.intra_list_diversity(np.array([[0, 4]]), vectors) == pytest.approx(1.0)
+    assert M.intra_list_diversity(np.array([[2, 2]]), vectors) == pytest.approx(0.0)
+    assert math.isnan(M.intra_list_diversity(np.array([[1, -1], [-1, -1]]), vectors))
+
+
+def test_intra_list_diversity_matches_a_pairwise_loop() -> None:
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(30, 6))
+    recs = np.array([rng.choice(30, 8, replace=False) for _ in range(40)])
+    recs[rng.random(recs.shape) < 0.2] = -1
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    per_list = []
+    for row in recs:
+        items = row[row >= 0]
+        if len(items) < 2:
+            continue
+        d = [1 - unit[a] @ unit[b] for n, a in enumerate(items) for b in items[n + 1 :]]
+        per_list.append(np.mean(d))
+    assert M.intra_list_diversity(recs, vectors) == pytest.approx(np.mean(per_list))
+
+
+def test_novelty_by_hand() -> None:
+    counts = np.array([4, 2, 1, 0])  # -log2(c / 4): 0, 1, 2 and 2 (a zero count counts as 1)
+    recs = np.array([[0, 1], [2, -1], [3, 3]])
+    assert M.novelty(recs, counts, 4) == pytest.approx((0 + 1 + 2 + 2 + 2) / 5)
+    assert M.novelty(recs, counts, 4, k=1) == pytest.approx((0 + 2 + 2) / 3)
+    assert math.isnan(M.novelty(np.array([[-1]]), counts, 4))
+    with pytest.raises(ValueError):
+        M.novelty(recs, counts, 0)
+
+
+def test_average_recommendation_popularity_by_hand() -> None:
+    counts = np.array([4, 2, 1, 0])
+    recs = np.array([[0, 1], [2, -1], [3, 3], [-1, -1]])  # list means 3, 1, 0; empty skipped
+    assert M.average_recommendation_popularity(recs, counts) == pytest.approx(4 / 3)
+    assert M.average_recommendation_popularity(recs, counts, k=1) == pytest.approx((4 + 1 + 0) / 3)
+
+
+def test_popularity_bias_by_hand() -> None:
+    counts = np.array([0, 5, 3, 5, 1, 2])
+    # ranked (ties by index): i1, i3 | i2, i5 | i4, i0
+    np.testing.assert_array_equal(M.popularity_bins(counts, 3), [2, 0, 1, 0, 2, 1])
+    recs = np.array([[1, 2, -1], [3, 0, 4]])
+    np.testing.assert_allclose(M.popularity_bias(recs, counts, bins=3), [2 / 5, 1 / 5, 2 / 5])
+    np.testing.assert_allclose(M.popularity_bias(recs, counts, bins=3, k=1), [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(M.popularity_bias(np.array([[-1]]), counts, bins=3), [0, 0, 0])
+    ten = M.popularity_bias(np.arange(20)[None, :], np.arange(20)[::-1], bins=10)
+    np.testing.assert_allclose(ten, np.full(10, 0.1))  # every decile once: flat
+
+
+def test_item_user_counts_counts_distinct_positive_users() -> None:
+    m = sp.csr_matrix(np.array([[1.0, 0, 2], [3, 0, 0], [0, 0, 0.5]]))
+    np.testing.assert_array_equal(M.item_user_counts(m), [2, 0, 2])
+
+
+def test_ranking_curves_match_ranking_metrics_at_each_cutoff() -> None:
+    rng = np.random.default_rng(7)
+    recs = np.array([rng.choice(40, 6, replace=False) for _ in range(50)])
+    recs[rng.random(recs.shape) < 0.1] = -1
+    relevant = [rng.choice(40, rng.integers(0, 8), replace=False) for _ in recs]
+    curves = M.ranking_curves(recs, relevant, [1, 3, 6, 10])  # 10 > width: misses
+    for k in (1, 3, 6, 10):
+        want = M.ranking_metrics(recs, relevant, k)
+        assert curves["ndcg"][k] == pytest.approx(want[f"ndcg@{k}"])
+        assert curves["precision"][k] == pytest.approx(want[f"precision@{k}"])
+        assert curves["recall"][k] == pytest.approx(want[f"recall@{k}"])
+    with pytest.raises(ValueError):
+        M.ranking_curves(recs, relevant, [0, 5])

@@ -14,6 +14,20 @@ compare with published benchmarks:
 * coverage: distinct recommended items / n_items.
 
 Per-user functions return NaN for users without a relevant item; the means skip those users.
+
+Beyond-accuracy metrics need no relevance, only the lists and train statistics; they say whether
+a model that scores well does so by recommending the same blockbusters to everyone:
+
+* intra-list diversity (ILD): mean over lists of the mean pairwise ``1 - cos(v_i, v_j)`` of the
+  item vectors in the list (Ziegler et al., "Improving recommendation lists through topic
+  diversification", WWW 2005; Recommenders' ``diversity`` with ``item_feature_vector``).
+* novelty: mean self-information ``-log2(count_i / n)`` of the recommended items (Castells,
+  Vargas and Wang, "Novelty and diversity metrics for recommender systems", ECIR 2011; Zhou et
+  al., PNAS 2010).
+* average recommendation popularity (ARP): mean over lists of the mean train popularity of the
+  items (Abdollahpouri, Burke and Mobasher, "Managing popularity bias in recommender systems
+  with personalized re-ranking", FLAIRS 2019).
+* popularity bias profile: share of the recommendations per item-popularity decile.
 """
 
 from __future__ import annotations
@@ -192,3 +206,171 @@ def ranking_metrics(
     if n_items is not None:
         out["coverage"] = catalog_coverage(recs, n_items, kk)
     return out
+
+
+def ranking_curves(
+    recs: np.ndarray, relevant: Relevant, ks: Sequence[int]
+) -> dict[str, dict[int, float]]:
+    """``{"ndcg"|"precision"|"recall": {k: mean}}`` for every cutoff from one hit matrix.
+
+    Cumulative sums over the top ``max(ks)`` make each extra cutoff free; the values equal
+    :func:`ranking_metrics` at that k.
+    """
+    cutoffs = sorted({int(k) for k in ks})
+    if not cutoffs or cutoffs[0] <= 0:
+        raise ValueError("ks must be positive cutoffs")
+    top = cutoffs[-1]
+    h, n_rel = hits(recs, relevant, top)
+    if h.shape[1] < top:  # a short matrix: the missing slots are misses, as -1 padding
+        h = np.pad(h, ((0, 0), (0, top - h.shape[1])))
+    valid = n_rel > 0
+    h, nr = h[valid], n_rel[valid]
+    disc = _discounts(top)
+    cum_hits = np.cumsum(h, axis=1, dtype=np.float64)
+    cum_dcg = np.cumsum(h * disc, axis=1)
+    ideal = np.concatenate([[0.0], np.cumsum(disc)])
+    out: dict[str, dict[int, float]] = {"ndcg": {}, "precision": {}, "recall": {}}
+    for k in cutoffs:
+        if not valid.any():
+            out["ndcg"][k] = out["precision"][k] = out["recall"][k] = 0.0
+            continue
+        out["ndcg"][k] = float((cum_dcg[:, k - 1] / ideal[np.minimum(nr, k)]).mean())
+        out["precision"][k] = float((cum_hits[:, k - 1] / k).mean())
+        out["recall"][k] = float((cum_hits[:, k - 1] / nr).mean())
+    return out
+
+
+def item_user_counts(matrix: sp.spmatrix | sp.sparray) -> np.ndarray:
+    """Distinct users with a positive entry per item: the popularity the metrics below use."""
+    m = sp.csc_matrix(matrix)
+    m.eliminate_zeros()
+    return np.diff(m.indptr).astype(np.int64)
+
+
+def category_vectors(item_categories: Sequence[Sequence[str]]) -> sp.csr_matrix | None:
+    """One-hot (items x categories) from per-item category lists; None when no item has one."""
+    vocab = sorted({c for cats in item_categories for c in cats})
+    if not vocab:
+        return None
+    col = {c: j for j, c in enumerate(vocab)}
+    rows = [np.array(sorted({col[c] for c in cats}), dtype=np.int64) for cats in item_categories]
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+    indices = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    data = np.ones(len(indices), dtype=np.float64)
+    return sp.csr_matrix((data, indices, indptr), shape=(len(item_categories), len(vocab)))
+
+
+def _slots(recs: np.ndarray, k: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The rec matrix cut at k and the mask of filled (non -1) slots."""
+    r = _as_recs(recs, k)
+    return r, r >= 0
+
+
+def intra_list_diversity(
+    recs: np.ndarray,
+    item_vectors: sp.spmatrix | sp.sparray | np.ndarray,
+    k: int | None = None,
+) -> float:
+    """Mean over lists of the mean pairwise cosine distance ``1 - cos`` between their items.
+
+    Vectorised with ``sum_{i<j} cos(v_i, v_j) = (|sum v|^2 - sum |v|^2) / 2`` over L2-normalised
+    vectors, so no pair is ever materialised. Empty (-1) slots are ignored and lists with fewer
+    than two items are skipped (NaN when none is left). An all-zero vector (an item without
+    categories) has cosine 0 with everything, i.e. counts as fully dissimilar.
+    """
+    r, filled = _slots(recs, k)
+    n_items = item_vectors.shape[0]
+    if r.size and int(r.max()) >= n_items:
+        raise ValueError("recs contain an item index beyond item_vectors")
+    if sp.issparse(item_vectors):
+        v = sp.csr_matrix(item_vectors, dtype=np.float64)
+        norms = np.sqrt(np.asarray(v.multiply(v).sum(axis=1), dtype=np.float64).ravel())
+    else:
+        v = np.asarray(item_vectors, dtype=np.float64)
+        norms = np.linalg.norm(v, axis=1)
+    inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    unit = sp.diags(inv) @ v if sp.issparse(v) else v * inv[:, None]
+    batch = r.shape[0]
+    rows = np.broadcast_to(np.arange(batch)[:, None], r.shape)[filled]
+    cols = r[filled]
+    pick = sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(batch, n_items))
+    summed = pick @ unit  # duplicates are summed by the constructor: a repeat has cosine 1
+    if sp.issparse(summed):
+        sq = np.asarray(sp.csr_matrix(summed).multiply(summed).sum(axis=1)).ravel()
+    else:
+        sq = (np.asarray(summed) ** 2).sum(axis=1)
+    self_sq = np.bincount(rows, weights=(norms[cols] > 0).astype(np.float64), minlength=batch)
+    n = filled.sum(axis=1).astype(np.float64)
+    keep = n >= 2
+    if not keep.any():
+        return float("nan")
+    pairs = n[keep] * (n[keep] - 1) / 2
+    mean_sim = (sq[keep] - self_sq[keep]) / 2 / pairs
+    return float((1.0 - mean_sim).mean())
+
+
+def novelty(
+    recs: np.ndarray, item_popularity_counts: np.ndarray, n_users: int, k: int | None = None
+) -> float:
+    """Mean self-information ``-log2(count_i / n_users)`` over all filled recommendation slots.
+
+    ``count_i`` is how many of the ``n_users`` train users interacted with item i (a count of 0
+    is raised to 1 so the value stays finite). Bits of surprise: recommending an item everyone
+    has seen scores 0. Recommenders' ``novelty`` uses the same slot-weighted mean but divides
+    by the number of train interactions (its "choice" model); pass that as ``n_users`` to
+    reproduce its numbers (it adds a constant ``log2(interactions / users)``).
+    """
+    if n_users <= 0:
+        raise ValueError("n_users must be positive")
+    r, filled = _slots(recs, k)
+    counts = np.maximum(np.asarray(item_popularity_counts, dtype=np.float64), 1.0)
+    items = r[filled]
+    if not items.size:
+        return float("nan")
+    return float((-np.log2(counts[items] / n_users)).mean())
+
+
+def average_recommendation_popularity(
+    recs: np.ndarray, item_counts: np.ndarray, k: int | None = None
+) -> float:
+    """ARP: mean over lists of the mean train popularity (user count) of their items.
+
+    Lower means a model leans less on the head of the catalogue; empty lists are skipped.
+    """
+    r, filled = _slots(recs, k)
+    counts = np.asarray(item_counts, dtype=np.float64)
+    pop = np.where(filled, counts[np.where(filled, r, 0)], 0.0)
+    n = filled.sum(axis=1)
+    keep = n > 0
+    if not keep.any():
+        return float("nan")
+    return float((pop[keep].sum(axis=1) / n[keep]).mean())
+
+
+def popularity_bins(item_counts: np.ndarray, bins: int = 10) -> np.ndarray:
+    """Popularity bin per item (0 = most popular), items split into ``bins`` equal-size groups.
+
+    Items are ranked by count, descending, ties by index (a stable sort), so that the bins are
+    reproducible even where many tail items share a count.
+    """
+    if bins <= 0:
+        raise ValueError("bins must be positive")
+    counts = np.asarray(item_counts)
+    order = np.argsort(-counts, kind="stable")
+    rank = np.empty(len(counts), dtype=np.int64)
+    rank[order] = np.arange(len(counts))
+    return rank * bins // max(len(counts), 1)
+
+
+def popularity_bias(
+    recs: np.ndarray, item_counts: np.ndarray, bins: int = 10, k: int | None = None
+) -> np.ndarray:
+    """Share of all filled recommendation slots per item-popularity bin (index 0 = top decile).
+
+    An unbiased recommender would put ``1 / bins`` in each; a popularity model puts nearly all
+    in the first. Sums to 1 (all zeros when nothing was recommended).
+    """
+    r, filled = _slots(recs, k)
+    which = popularity_bins(item_counts, bins)[r[filled]]
+    total = np.bincount(which, minlength=bins).astype(np.float64)
+    return total / total.sum() if total.sum() else total

@@ -5,12 +5,15 @@ Recommenders' benchmark notebook does (``python_stratified_split(ratio=0.75, fil
 seed=42)``), every test rating counts as relevant, items seen in train are excluded, top-10 for
 every user with a test rating. Its published numbers (nDCG@10: BiVAE 0.475, BPR 0.39-0.44, SAR
 0.38) make ours comparable.
+
+Every model, or anything else that produces top-k lists (:func:`evaluate_recommendations`), is
+scored by :func:`score_recommendations`, so that rows are comparable whatever produced them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +21,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from smartrec.domain import IdMap, Interactions
-from smartrec.evaluation.metrics import ranking_metrics
+from smartrec.evaluation.metrics import (
+    average_recommendation_popularity,
+    category_vectors,
+    intra_list_diversity,
+    item_user_counts,
+    novelty,
+    popularity_bias,
+    ranking_curves,
+    ranking_metrics,
+)
 from smartrec.evaluation.splits import stratified_split
 from smartrec.models.base import Recommender
 
@@ -49,6 +61,9 @@ REFERENCE_NDCG: dict[str, float] = {
     "bivae": 0.475,
 }
 
+#: Cutoffs of the metric@K curves in every row.
+DEFAULT_KS: tuple[int, ...] = (1, 3, 5, 10, 20)
+
 Weighting = Literal["binary", "rating"]
 Progress = Callable[[str], None]
 
@@ -69,20 +84,17 @@ def recommend_all(
     return recs
 
 
-def evaluate(
-    models: Mapping[str, Recommender],
-    train: Interactions,
-    test_relevant: sp.spmatrix | sp.sparray,
-    k: int = 10,
-    *,
-    batch_size: int = 512,
-    progress: Progress | None = None,
-) -> list[dict[str, Any]]:
-    """Fit each model on ``train`` and score its top-k against ``test_relevant``.
+def evaluation_users(test_relevant: sp.spmatrix | sp.sparray) -> np.ndarray:
+    """Users (row indices) with at least one relevant item, ascending: the rows every
+    recommendation matrix handed to :func:`evaluate_recommendations` must follow."""
+    rel = sp.csr_matrix(test_relevant)
+    rel.eliminate_zeros()
+    return np.flatnonzero(np.diff(rel.indptr) > 0)
 
-    ``test_relevant`` is n_users x n_items on ``train``'s axes (nonzero = relevant). Users with no
-    relevant item are not asked for recommendations; the metric means are over the others.
-    """
+
+def _checked_relevance(
+    train: Interactions, test_relevant: sp.spmatrix | sp.sparray
+) -> tuple[np.ndarray, sp.csr_matrix]:
     rel = sp.csr_matrix(test_relevant)
     rel.eliminate_zeros()
     if rel.shape != (train.n_users, train.n_items):
@@ -90,8 +102,98 @@ def evaluate(
             f"test_relevant is {rel.shape}, train is {(train.n_users, train.n_items)}: "
             "build both on the same id maps"
         )
-    users = np.flatnonzero(np.diff(rel.indptr) > 0)
-    relevant = rel[users]
+    users = evaluation_users(rel)
+    return users, rel[users]
+
+
+def score_recommendations(
+    name: str,
+    recs: np.ndarray,
+    relevant: sp.spmatrix | sp.sparray,
+    train: Interactions,
+    ks: Sequence[int] = DEFAULT_KS,
+    *,
+    k: int = 10,
+    bins: int = 10,
+) -> dict[str, Any]:
+    """One result row from a top-N matrix (rows aligned with ``relevant``, -1 padded).
+
+    Headline metrics are at ``k``: ``ndcg@k``, ``map``, ``precision@k``, ``recall@k``,
+    ``coverage``, ``ild@k`` (one-hot ``train.item_categories``; NaN without categories),
+    ``novelty@k`` (bits, over train users), ``arp@k`` (mean train user count of the items). Also
+    ``curves`` ({"ndcg"|"precision"|"recall": {K: value}} for each K in ``ks`` that the matrix
+    is wide enough for) and ``popularity_bias`` (share of the top-k slots per train-popularity
+    decile, most popular first). A matrix narrower than ``k`` counts its missing slots as misses.
+    """
+    recs = np.asarray(recs)
+    if recs.ndim != 2 or recs.shape[0] != relevant.shape[0]:
+        raise ValueError(f"recs is {recs.shape}, expected {relevant.shape[0]} rows")
+    counts = item_user_counts(train.matrix)
+    row: dict[str, Any] = {"model": name}
+    row.update(ranking_metrics(recs, relevant, k, n_items=train.n_items))
+    vectors = category_vectors(train.item_categories) if train.item_categories else None
+    row[f"ild@{k}"] = float("nan") if vectors is None else intra_list_diversity(recs, vectors, k)
+    row[f"novelty@{k}"] = novelty(recs, counts, max(train.n_users, 1), k)
+    row[f"arp@{k}"] = average_recommendation_popularity(recs, counts, k)
+    usable = [c for c in ks if 0 < c <= recs.shape[1]]
+    row["curves"] = ranking_curves(recs, relevant, usable) if usable else {}
+    row["popularity_bias"] = [float(x) for x in popularity_bias(recs, counts, bins, k)]
+    row["n_users"] = int(recs.shape[0])
+    return row
+
+
+def evaluate_recommendations(
+    name: str,
+    recs: np.ndarray,
+    train: Interactions,
+    test_relevant: sp.spmatrix | sp.sparray,
+    *,
+    k: int = 10,
+    ks: Sequence[int] = DEFAULT_KS,
+    train_seconds: float = float("nan"),
+    predict_seconds: float = float("nan"),
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score lists produced by anything (a multi-stage pipeline, a re-ranker), not a Recommender.
+
+    ``recs`` is (users x N) internal item indices, best first, -1 padded, one row per user of
+    :func:`evaluation_users` (``np.flatnonzero(np.diff(test_relevant.indptr) > 0)``), in that
+    order; ``test_relevant`` is n_users x n_items on ``train``'s axes. Give N >= max(ks) for full
+    curves. The row has the keys of :func:`evaluate`'s rows (timings are NaN unless given).
+    """
+    users, relevant = _checked_relevance(train, test_relevant)
+    recs = np.asarray(recs)
+    if recs.ndim != 2 or recs.shape[0] != len(users):
+        raise ValueError(
+            f"recs is {recs.shape}: expected one row per evaluation user ({len(users)})"
+        )
+    row = score_recommendations(name, recs, relevant, train, ks, k=k)
+    row.update(
+        train_seconds=train_seconds,
+        predict_seconds=predict_seconds,
+        params=dict(params or {}),
+    )
+    return row
+
+
+def evaluate(
+    models: Mapping[str, Recommender],
+    train: Interactions,
+    test_relevant: sp.spmatrix | sp.sparray,
+    k: int = 10,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 512,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """Fit each model on ``train`` and score its top-k against ``test_relevant``.
+
+    ``test_relevant`` is n_users x n_items on ``train``'s axes (nonzero = relevant). Users with no
+    relevant item are not asked for recommendations; the metric means are over the others. Each
+    model is asked for ``max(k, *ks)`` items so that one call also feeds the metric@K curves.
+    """
+    users, relevant = _checked_relevance(train, test_relevant)
+    depth = max([k, *ks])
     rows: list[dict[str, Any]] = []
     for name, model in models.items():
         if progress:
@@ -100,19 +202,17 @@ def evaluate(
         model.fit(train)
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        recs = recommend_all(model, train, users, k, batch_size)
+        recs = recommend_all(model, train, users, depth, batch_size)
         predict_s = time.perf_counter() - t0
-        scores = ranking_metrics(recs, relevant, k, n_items=train.n_items)
-        row: dict[str, Any] = {"model": name, **scores}
+        row = score_recommendations(name, recs, relevant, train, ks, k=k)
         row.update(
             train_seconds=round(train_s, 3),
             predict_seconds=round(predict_s, 3),
-            n_users=len(users),
             params=dict(model.params),
         )
         rows.append(row)
         if progress:
-            progress(f"{name}: ndcg@{k}={scores[f'ndcg@{k}']:.4f} ({train_s:.1f}s fit)")
+            progress(f"{name}: ndcg@{k}={row[f'ndcg@{k}']:.4f} ({train_s:.1f}s fit)")
     return rows
 
 
@@ -157,7 +257,10 @@ def protocol_description(k: int, seed: int, weighting: str) -> str:
         f"filter_by='item', seed={seed}); train confidence = {weighting}; every test rating is "
         f"relevant; train items excluded; top-{k} for each user with >= 1 test rating; "
         "nDCG binary with IDCG over min(k, n_rel); MAP = Recommenders `map` (over n_rel); "
-        "PROTOCOL_PARAMS were chosen on this split (no separate validation set)."
+        "PROTOCOL_PARAMS were chosen on this split (no separate validation set). "
+        "ILD = mean pairwise cosine distance of one-hot genres; novelty = mean "
+        "-log2(train users of the item / train users); ARP = mean train user count; "
+        "popularity bias = share of top-k slots per train-popularity decile."
     )
 
 
@@ -172,8 +275,11 @@ def run_stratified_movielens(
     cache_dir: Path | None = None,
     allow_download: bool = True,
     progress: Progress | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
 ) -> dict[str, Any]:
-    """Run the reference protocol and return the dataset, protocol, split sizes and rows."""
+    """Run the reference protocol and return the dataset, protocol, split sizes and rows
+    (:func:`score_recommendations` rows; :func:`smartrec.evaluation.report.write_report` draws
+    them)."""
     from smartrec.datasets import load_movielens_100k
     from smartrec.models import create
 
@@ -194,12 +300,13 @@ def run_stratified_movielens(
         name: create(name, **{**PROTOCOL_PARAMS.get(name, {}), **overrides.get(name, {})})
         for name in names
     }
-    rows = evaluate(models, train, test, k=k, progress=progress)
+    rows = evaluate(models, train, test, k=k, ks=ks, progress=progress)
     return {
         "dataset": "MovieLens 100K",
         "source": ml.source,
         "protocol": protocol_description(k, seed, weighting),
         "k": k,
+        "ks": sorted({int(c) for c in ks}),
         "seed": seed,
         "weighting": weighting,
         "n_train": int(mask.sum()),
@@ -212,15 +319,24 @@ def run_stratified_movielens(
 
 
 def format_table(result: Mapping[str, Any]) -> str:
-    """Plain-text table of a protocol result (one line per model)."""
+    """Plain-text table of a protocol result (one line per model; missing values print nan)."""
     k = result.get("k", 10)
-    cols = [f"ndcg@{k}", "map", f"precision@{k}", f"recall@{k}", "coverage"]
+    cols = [
+        f"ndcg@{k}",
+        "map",
+        f"precision@{k}",
+        f"recall@{k}",
+        "coverage",
+        f"ild@{k}",
+        f"novelty@{k}",
+    ]
+    nan = float("nan")
     head = f"{'model':<12}" + "".join(f"{c:>14}" for c in cols) + f"{'train s':>10}{'pred s':>9}"
     lines = [head]
     for row in result["rows"]:
         lines.append(
             f"{row['model']:<12}"
-            + "".join(f"{row[c]:>14.4f}" for c in cols)
-            + f"{row['train_seconds']:>10.2f}{row['predict_seconds']:>9.2f}"
+            + "".join(f"{row.get(c, nan):>14.4f}" for c in cols)
+            + f"{row.get('train_seconds', nan):>10.2f}{row.get('predict_seconds', nan):>9.2f}"
         )
     return "\n".join(lines)
