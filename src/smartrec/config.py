@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.9)
     #: Metric that picks the best model and decides promotion to ``champion``.
     selection_metric: str = "ndcg@10"
+    #: Train the multi-stage pipeline (retrievers + ranker + rules) besides the single models;
+    #: it is served when it beats the best single model on the validation window.
+    pipeline_enabled: bool = True
+    #: A pipeline TOML file; None = the default pipeline shipped with the package.
+    pipeline_file: str | None = None
+    #: Time budget (seconds) for hyperparameter tuning before each training job; 0 = off.
+    #: Tuned values found by `smartrec tune` are used either way.
+    tune_budget_s: float = Field(default=0.0, ge=0)
     #: Half-life of the popularity fallback (days); None = no decay.
     popularity_half_life_days: float | None = 30.0
     #: Minimum events before training is attempted.

@@ -78,14 +78,22 @@ class _FactorModel(Recommender):
         """Drop values derived from the factors (after fit or load)."""
         self._unit = None
 
-    def _score(self, user_items: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    def user_vectors(self, user_items: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        """Query vectors whose inner product with ``item_factors`` is the score: learned rows
+        for known users, folded in from their items for the others (ANN retrieval uses this)."""
+        self._check()
+        users = np.asarray(users, dtype=np.int64)
+        users = np.where(users >= self.n_users, -1, users)
         vectors = np.zeros((user_items.shape[0], self.item_factors.shape[1]), dtype=np.float32)
         known = users >= 0
         vectors[known] = self.user_factors[users[known]]
         unknown = np.flatnonzero(~known)
         if unknown.size:
-            vectors[unknown] = self._fold_in(sp.csr_matrix(user_items[unknown]))
-        return vectors @ self.item_factors.T
+            vectors[unknown] = self._fold_in(sp.csr_matrix(user_items[unknown], dtype=np.float32))
+        return vectors
+
+    def _score(self, user_items: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        return self.user_vectors(user_items, users) @ self.item_factors.T
 
     def _unit_factors(self) -> np.ndarray:
         """Row-normalised taste factors, computed once (similar items and explanations)."""

@@ -28,6 +28,8 @@ class ModelBundle:
     items: IdMap
     users: IdMap
     meta: dict[str, Any] = field(default_factory=dict)
+    #: The multi-stage pipeline (retrievers, ranker); None = serve ``model`` alone.
+    pipeline: Any = None
 
     @property
     def algorithm(self) -> str:
@@ -43,7 +45,14 @@ class ModelBundle:
             items=np.asarray(self.items.to_list(), dtype=str),
             users=np.asarray(self.users.to_list(), dtype=str),
         )
-        meta = {**self.meta, "format": BUNDLE_FORMAT, "algorithm": self.model.name}
+        if self.pipeline is not None:
+            self.pipeline.save(path / "pipeline")
+        meta = {
+            **self.meta,
+            "format": BUNDLE_FORMAT,
+            "algorithm": self.model.name,
+            "pipeline": self.pipeline is not None,
+        }
         (path / "bundle.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         return path
 
@@ -63,4 +72,18 @@ class ModelBundle:
         popularity = Recommender.load(path / "popularity")
         if model.n_items != len(items) or popularity.n_items != len(items):
             raise ModelError(f"bundle {path}: model and id map disagree on the number of items")
-        return cls(model=model, popularity=popularity, items=items, users=users, meta=meta)
+        pipeline = None
+        if (path / "pipeline").exists():
+            from smartrec.pipeline.core import TrainedPipeline
+
+            pipeline = TrainedPipeline.load(path / "pipeline")
+            if pipeline.n_items != len(items):
+                raise ModelError(f"bundle {path}: pipeline and id map disagree on items")
+        return cls(
+            model=model,
+            popularity=popularity,
+            items=items,
+            users=users,
+            meta=meta,
+            pipeline=pipeline,
+        )

@@ -7,7 +7,6 @@ by reference: a request holds the state it started with, so a hot swap never bre
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import re
@@ -24,6 +23,17 @@ import scipy.sparse as sp
 from smartrec.config import Settings
 from smartrec.domain import EventWeights, IdMap
 from smartrec.errors import NotFound, ValidationFailed
+from smartrec.pipeline.core import COLD_EVENTS, Candidates, TrainedPipeline, UserQuery
+from smartrec.pipeline.diversity import cap_per_category, category_vectors, mmr
+from smartrec.pipeline.filters import ItemFilter, parse_filter
+from smartrec.pipeline.rules import (
+    PageState,
+    boost_scores,
+    decode_page_token,
+    exploration_slots,
+    interleave,
+    item_hash,
+)
 from smartrec.registry import ModelBundle, ModelRegistry
 from smartrec.registry.mlflow_registry import CHAMPION
 from smartrec.storage.ports import CatalogItem
@@ -119,8 +129,16 @@ class ServingState:
             t: float(w) for t, w in weights.weights.items() if t in weights.value_types
         }
         n = len(self.items)
+        self.n_model = n
+        self.pipeline = bundle.pipeline
+        self.hidden_attribute = (
+            self.pipeline.spec.rules.hidden_attribute if self.pipeline is not None else "hidden"
+        )
+        #: Items added to the catalogue after training: indices n_model, n_model + 1, ...
+        self.extra_index: dict[str, int] = {}
         self.available = np.ones(n, dtype=bool)
         self.titles: list[str | None] = [None] * n
+        self.published = np.full(n, np.nan)  # epoch seconds
         self.categories: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self.apply_catalog(catalog)
@@ -128,25 +146,75 @@ class ServingState:
         self.popular_order = np.argsort(-pop_scores, kind="stable")
         self.popular_scores = pop_scores
 
-    def apply_catalog(self, catalog: dict[str, CatalogItem]) -> None:
-        """Update availability, titles and category masks for the given items (copy-on-write)."""
-        idx = self.items.index(catalog.keys())
+    @property
+    def n_total(self) -> int:
+        return len(self.item_ids)
+
+    def position(self, item_id: str) -> int:
+        """Index of an item on the serving axis (model items, then newer ones); -1 if unknown."""
+        pos = self.items.lookup.get(item_id)
+        if pos is None:
+            return self.extra_index.get(item_id, -1)
+        return pos
+
+    def apply_catalog(
+        self, catalog: dict[str, CatalogItem], texts: dict[str, CatalogItem] | None = None
+    ) -> list[str]:
+        """Update availability, titles, dates and category masks (copy-on-write); items the
+        model has not seen are appended when the pipeline can reach them (content retrieval).
+        Returns the ids appended."""
         with self._lock:
-            available = self.available.copy()
-            titles = list(self.titles)
-            categories = {k: v.copy() for k, v in self.categories.items()}
-            for pos, item in zip(idx.tolist(), catalog.values(), strict=True):
-                if pos < 0:
-                    continue
-                available[pos] = item.available
+            lookup = self.items.lookup
+            can_extend = self.pipeline is not None and self.pipeline.content is not None
+            new_ids = [
+                i
+                for i, item in catalog.items()
+                if i not in lookup
+                and i not in self.extra_index
+                and can_extend
+                and not item.placeholder
+            ]
+            n_new = self.n_total + len(new_ids)
+            item_ids = self.item_ids + new_ids if new_ids else self.item_ids
+            extra = dict(self.extra_index)
+            for k, i in enumerate(new_ids):
+                extra[i] = self.n_total + k
+            grow = n_new - len(self.available)
+            available = np.concatenate([self.available, np.zeros(grow, dtype=bool)])
+            published = np.concatenate([self.published, np.full(grow, np.nan)])
+            titles = list(self.titles) + [None] * grow
+            categories = {
+                k: np.concatenate([v, np.zeros(grow, dtype=bool)])
+                for k, v in self.categories.items()
+            }
+            hidden_key = self.hidden_attribute
+            for item_id, item in catalog.items():
+                pos = lookup.get(item_id)
+                if pos is None:
+                    pos = extra.get(item_id)
+                    if pos is None:
+                        continue
+                available[pos] = item.available and item.attributes.get(hidden_key) is not True
                 titles[pos] = item.title
+                published[pos] = np.nan if item.published_at is None else item.published_at / 1e3
                 for mask in categories.values():
                     mask[pos] = False
                 for cat in item.categories:
                     if cat not in categories:
-                        categories[cat] = np.zeros(len(self.items), dtype=bool)
+                        categories[cat] = np.zeros(n_new, dtype=bool)
                     categories[cat][pos] = True
+            if new_ids and self.pipeline is not None and self.pipeline.content is not None:
+                rows = texts if texts is not None else catalog
+                content = self.pipeline.content.upsert([rows.get(i) or catalog[i] for i in new_ids])
+                if all(content.index_of(i) == extra[i] for i in new_ids):
+                    self.pipeline.content = content
+                else:  # the content index and the serving axis disagree: do not extend
+                    log.warning("content index out of line with the serving axis; not extended")
+                    return []
+            self.item_ids, self.extra_index = item_ids, extra
             self.available, self.titles, self.categories = available, titles, categories
+            self.published = published
+            return new_ids
 
     def items_row(self, item_ids: Sequence[str]) -> sp.csr_matrix:
         """A 1 x n_items indicator row of the given (known) items."""
@@ -156,11 +224,12 @@ class ServingState:
         return sp.csr_matrix((data, cols, np.array([0, len(cols)])), shape=(1, len(self.items)))
 
     def allowed(self, category: str | None) -> np.ndarray:
+        """Mask over the serving axis (model items first: slice ``[:n_model]`` for models)."""
         if category is None:
             return self.available
         mask = self.categories.get(category)
         if mask is None:
-            return np.zeros(len(self.items), dtype=bool)
+            return np.zeros(self.n_total, dtype=bool)
         return self.available & mask
 
     def user_rows(
@@ -322,11 +391,30 @@ class RecommendationService:
         exclude_seen: bool = True,
         category: str | None = None,
         page_token: str | None = None,
+        filter: str | None = None,
+        diversity: float | None = None,
+        max_per_category: int | None = None,
+        exploration: float | None = None,
     ) -> Results:
-        offset = decode_page_token(page_token)
-        want = offset + n + 1  # one more than the page: is there a next page?
+        shown = decode_page_token(page_token)
+        item_filter = parse_filter(filter) if filter else None
         state = self._state
         history = self.store.user_history(user_id, HISTORY_LIMIT)
+        if state is not None and state.pipeline is not None:
+            return self._recommend_pipeline(
+                state,
+                user_id,
+                history,
+                n,
+                exclude_seen,
+                category,
+                shown,
+                item_filter,
+                RequestRules(diversity, max_per_category, exploration),
+            )
+        want = n + len(shown.shown) + 1  # one more than the page: is there a next page?
+        if item_filter is not None:
+            want = max(want * 4, 200)  # the filter runs after ranking: rank more
         if state is None:
             seen: set[str] = set()
             if exclude_seen:
@@ -337,14 +425,14 @@ class RecommendationService:
             items = [
                 Recommendation(i, s, [{"kind": "popular"}]) for i, s in ranked if i not in seen
             ]
-            return self._page(items, offset, n, None)
+            return self._page(items, shown, n, None, item_filter)
         conf, seen_row, hist_idx = state.user_rows(history)
         if exclude_seen and len(history) >= HISTORY_LIMIT:
             # Scoring looks at the newest events only, but "seen" means ever seen.
             seen_row = state.items_row(self.store.user_items(user_id))
         uidx = state.users.get(user_id)
-        allowed = state.allowed(category)
-        exclude = seen_row if exclude_seen else None
+        allowed = state.allowed(category)[: state.n_model]
+        exclude = seen_row if exclude_seen else negative_row(conf, seen_row)
         recs: list[Recommendation] = []
         if conf.nnz > 0 or uidx >= 0:
             model = state.bundle.model
@@ -360,7 +448,269 @@ class RecommendationService:
             ]
         if len(recs) < want:
             recs += self._popular_fill(state, want - len(recs), allowed, exclude, recs, category)
-        return self._page(recs, offset, n, state.version)
+        return self._page(recs, shown, n, state.version, item_filter)
+
+    # ----------------------------------------------------------------- the pipeline
+    def _recommend_pipeline(
+        self,
+        state: ServingState,
+        user_id: str,
+        history: Sequence[tuple[str, str, float | None]],
+        n: int,
+        exclude_seen: bool,
+        category: str | None,
+        shown: PageState,
+        item_filter: ItemFilter | None,
+        request: RequestRules,
+    ) -> Results:
+        """Retrieve -> rank -> rules: filter, boosts, diversity, exploration, no repeats."""
+        pipeline = state.pipeline
+        assert pipeline is not None
+        rules = pipeline.spec.rules
+        conf, seen_row, hist_idx = state.user_rows(history)
+        if exclude_seen and len(history) >= HISTORY_LIMIT:
+            seen_row = state.items_row(self.store.user_items(user_id))
+        # Items with negative feedback are never shown, whatever exclude_seen says.
+        blocked_row = seen_row if exclude_seen else negative_row(conf, seen_row)
+        blocked = [blocked_row.indices.astype(np.int64)]
+        if shown.shown:
+            blocked.append(self._shown_positions(state, shown))
+        allowed = state.allowed(category)
+        query = UserQuery(
+            conf=conf,
+            user=state.users.get(user_id),
+            recent=[i for i in hist_idx if conf[0, i] > 0] if conf.nnz else [],
+            exclude=np.unique(np.concatenate(blocked)),
+            now=time.time(),
+        )
+        cands = pipeline.retrieve(query, allowed)
+        scores, _ = pipeline.score(cands, query)
+        items = cands.items
+        origin = ["model"] * len(items)
+        if len(items) < n + 1:  # too few candidates (new user, narrow filter): popular items
+            extra = self._pipeline_fill(state, n + 1 - len(items), allowed, query.exclude, items)
+            if extra.size:
+                base = float(scores.min()) - 1.0 if scores.size else 0.0
+                items = np.concatenate([items, extra])
+                scores = np.concatenate(
+                    [scores, base - np.arange(len(extra), dtype=np.float32) * 1e-3]
+                )
+                origin += ["popular"] * len(extra)
+        ids = [state.item_ids[i] for i in items.tolist()]
+        # Rules that read item rows fetch them for the candidates only.
+        needs_rows = item_filter is not None or rules.promoted_filter is not None
+        rows = self.store.catalog(ids) if needs_rows else {}
+        keep = np.ones(len(items), dtype=bool)
+        if item_filter is not None:
+            keep &= item_filter.mask([rows.get(i) for i in ids])
+        # Boosts: new and promoted items.
+        now = query.now or time.time()
+        born = self._born(state, items)
+        is_new = (now - born) <= rules.new_days * 86400.0
+        promoted = np.array([i in rules.promoted for i in ids], dtype=bool)
+        if rules.promoted_filter is not None:
+            promoted |= parse_filter(rules.promoted_filter).mask([rows.get(i) for i in ids])
+        multipliers = np.ones(len(items), dtype=np.float32)
+        multipliers[is_new] *= rules.boost_new
+        multipliers[promoted] *= rules.boost_promoted
+        final = boost_scores(scores, multipliers)
+        order = [j for j in np.argsort(-final, kind="stable").tolist() if keep[j]]
+        # Exploration: a share of the page for new items the ranking would not have shown.
+        share = rules.exploration if request.exploration is None else request.exploration
+        slots = exploration_slots(n, share)
+        explore: list[int] = []
+        if slots:
+            ranked_in = set(order[: n - len(slots)])
+            explore = [j for j in order if is_new[j] and j not in ranked_in][: len(slots)]
+            order = [j for j in order if j not in set(explore)]
+        # Diversity over the head of the list.
+        lam = rules.diversity if request.diversity is None else request.diversity
+        cap = (
+            rules.max_per_category if request.max_per_category is None else request.max_per_category
+        )
+        head_n = min(len(order), max(5 * n, 50))
+        if (lam < 1.0 or cap) and head_n > 1:
+            head = np.asarray(order[:head_n])
+            cats = [self._categories_of(state, int(items[j])) for j in head.tolist()]
+            picked = np.arange(len(head))
+            if lam < 1.0:
+                picked = mmr(final[head], category_vectors(cats), len(head), lam)
+            if cap:
+                picked = cap_per_category(picked, cats, cap, len(head))
+            order = head[picked].tolist() + order[head_n:]
+        page_positions = interleave(order, explore, slots, n)
+        page = [order_j if order_j >= 0 else explore[-1 - order_j] for order_j in page_positions]
+        remaining = len(order) + len(explore) - len(page)
+        recs = self._pipeline_reasons(
+            state,
+            pipeline,
+            cands,
+            query,
+            items,
+            page,
+            final,
+            origin,
+            is_new,
+            promoted,
+            set(explore),
+        )
+        new_shown = shown.after(r.item_id for r in recs)
+        token = new_shown.encode() if remaining > 0 and recs else None
+        return Results(recs, state.version, token)
+
+    def _shown_positions(self, state: ServingState, shown: PageState) -> np.ndarray:
+        """Serving-axis positions of items already shown in this session (by hash)."""
+        hashes = state.__dict__.get("_hashes")
+        if hashes is None:
+            hashes = np.fromiter(
+                (item_hash(i) for i in state.item_ids), dtype=np.uint32, count=state.n_total
+            )
+            state.__dict__["_hashes"] = hashes
+        if len(hashes) < state.n_total:  # items appended since
+            tail = [item_hash(i) for i in state.item_ids[len(hashes) :]]
+            hashes = np.concatenate([hashes, np.asarray(tail, dtype=np.uint32)])
+            state.__dict__["_hashes"] = hashes
+        wanted = np.fromiter(shown.shown, dtype=np.uint32, count=len(shown.shown))
+        return np.flatnonzero(np.isin(hashes, wanted)).astype(np.int64)
+
+    @staticmethod
+    def _born(state: ServingState, items: np.ndarray) -> np.ndarray:
+        """Publication time, or first event time, per item (NaN-safe: unknown = long ago)."""
+        pub = state.published[items]
+        pipeline = state.pipeline
+        if pipeline is not None:
+            first = np.full(len(items), np.nan)
+            inside = items < pipeline.n_items
+            first[inside] = pipeline.stats.first_seen[items[inside]]
+            pub = np.where(np.isnan(pub), first, pub)
+        return np.where(np.isnan(pub), -np.inf, pub)
+
+    @staticmethod
+    def _categories_of(state: ServingState, idx: int) -> list[str]:
+        return [c for c, mask in state.categories.items() if mask[idx]]
+
+    def _pipeline_fill(
+        self,
+        state: ServingState,
+        count: int,
+        allowed: np.ndarray,
+        exclude: np.ndarray,
+        taken: np.ndarray,
+    ) -> np.ndarray:
+        skip = set(exclude.tolist()) | set(taken.tolist())
+        out: list[int] = []
+        for idx in state.popular_order.tolist():
+            if len(out) >= count:
+                break
+            if allowed[idx] and idx not in skip:
+                out.append(idx)
+        return np.asarray(out, dtype=np.int64)
+
+    def _pipeline_reasons(
+        self,
+        state: ServingState,
+        pipeline: TrainedPipeline,
+        cands: Candidates,
+        query: UserQuery,
+        items: np.ndarray,
+        page: list[int],
+        final: np.ndarray,
+        origin: list[str],
+        is_new: np.ndarray,
+        promoted: np.ndarray,
+        explored: set[int],
+    ) -> list[Recommendation]:
+        """Readable and parseable reasons: which retriever found it and why."""
+        out: list[Recommendation] = []
+        page_items = items[page] if page else np.zeros(0, dtype=np.int64)
+        similar_src = self._similar_sources(state, pipeline, query, page_items)
+        content_src = self._content_sources(pipeline, query, page_items)
+        for pos, j in enumerate(page):
+            idx = int(items[j])
+            reasons: list[dict[str, Any]] = []
+            if j in explored:
+                reasons.append({"kind": "new", "exploration": True})
+            by = cands.retrieved_by(j) if j < len(cands) else []
+            for name in by:
+                r = pipeline.spec.retriever(name)
+                if r.kind == "neighbours" and (src := similar_src[pos]) is not None:
+                    reasons.append(
+                        {
+                            "kind": "similar_to",
+                            "item_id": state.item_ids[src],
+                            "title": state.titles[src],
+                        }
+                    )
+                elif r.kind == "content" and (src := content_src[pos]) is not None:
+                    reasons.append(
+                        {
+                            "kind": "similar_to",
+                            "item_id": state.item_ids[src],
+                            "title": state.titles[src],
+                            "via": "content",
+                        }
+                    )
+                elif r.kind == "embedding":
+                    reasons.append({"kind": "personalized", "algorithm": r.model})
+                elif r.kind == "popular":
+                    reason: dict[str, Any] = {"kind": "popular_in", "window": r.windows[0]}
+                    cats = self._categories_of(state, idx)
+                    if cats:
+                        reason["category"] = cats[0]
+                    reasons.append(reason)
+            if origin[j] == "popular":
+                reasons.append({"kind": "popular"})
+            if is_new[j] and j not in explored:
+                reasons.append({"kind": "new"})
+            if promoted[j]:
+                reasons.append({"kind": "promoted"})
+            if not reasons:
+                reasons.append({"kind": "personalized", "algorithm": "pipeline"})
+            # One reason of each kind+item: the same cause found by two retrievers reads once.
+            unique = list({json.dumps(r, sort_keys=True): r for r in reasons}.values())
+            out.append(Recommendation(state.item_ids[idx], float(final[j]), unique))
+        return out
+
+    @staticmethod
+    def _similar_sources(
+        state: ServingState, pipeline: TrainedPipeline, query: UserQuery, page_items: np.ndarray
+    ) -> list[int | None]:
+        """The recent history item that lifts each page item most (neighbours model)."""
+        out: list[int | None] = [None] * len(page_items)
+        r = next((r for r in pipeline.spec.retrievers if r.kind == "neighbours"), None)
+        inside = page_items < pipeline.n_items
+        if r is None or not query.recent or not inside.any():
+            return out
+        src = np.asarray(query.recent[:50], dtype=np.int64)
+        contrib = np.asarray(pipeline.models[r.name].contributions(src, page_items[inside]))
+        best = contrib.argmax(axis=0)
+        for k, pos in enumerate(np.flatnonzero(inside).tolist()):
+            if contrib[best[k], k] > 0:
+                out[pos] = int(src[best[k]])
+        return out
+
+    @staticmethod
+    def _content_sources(
+        pipeline: TrainedPipeline, query: UserQuery, page_items: np.ndarray
+    ) -> list[int | None]:
+        """The recent history item most similar in content to each page item."""
+        out: list[int | None] = [None] * len(page_items)
+        index = pipeline.content
+        if index is None or not query.recent or len(page_items) == 0:
+            return out
+        total = index.matrix.shape[0]
+        src = np.asarray([i for i in query.recent[:20] if i < total], dtype=np.int64)
+        ok = page_items < total
+        if src.size == 0 or not ok.any():
+            return out
+        a, b = index.matrix[src], index.matrix[page_items[ok]]
+        sims = a @ b.T
+        sims = sims.toarray() if hasattr(sims, "toarray") else np.asarray(sims)
+        best = sims.argmax(axis=0)
+        for k, pos in enumerate(np.flatnonzero(ok).tolist()):
+            if sims[best[k], k] > 0:
+                out[pos] = int(src[best[k]])
+        return out
 
     def _because(
         self,
@@ -420,6 +770,8 @@ class RecommendationService:
                 break
             if not allowed[idx] or idx in excluded:
                 continue
+            if state.popular_scores[idx] <= 0:
+                break  # the rest never had an event: not "popular" by any measure
             item_id = state.item_ids[idx]
             if item_id in taken:
                 continue
@@ -428,6 +780,13 @@ class RecommendationService:
 
     def similar(self, item_id: str, n: int, category: str | None = None) -> Results:
         state = self._state
+        if state is not None and state.pipeline is not None:
+            pos = state.position(item_id)
+            cold = pos >= state.n_model or (
+                pos >= 0 and state.pipeline.stats.counts[pos] < COLD_EVENTS
+            )
+            if cold and state.pipeline.content is not None:
+                return self._similar_by_content(state, item_id, pos, n, category)
         if state is None or item_id not in state.items:
             known = self.store.catalog([item_id]).get(item_id)
             if known is None:
@@ -436,7 +795,7 @@ class RecommendationService:
             cat = category or (known.categories[0] if known.categories else None)
             return self.popular(n, cat, None, exclude={item_id})
         idx = state.items.get(item_id)
-        allowed = state.allowed(category)
+        allowed = state.allowed(category)[: state.n_model]
         model = state.bundle.model
         if not model.supports_similar:
             cat = category or next((c for c, m in state.categories.items() if m[idx]), None)
@@ -454,6 +813,29 @@ class RecommendationService:
         ]
         return Results(recs, state.version)
 
+    def _similar_by_content(
+        self, state: ServingState, item_id: str, pos: int, n: int, category: str | None
+    ) -> Results:
+        """Items like a new or little-known item, by title, categories, attributes and text."""
+        pipeline = state.pipeline
+        assert pipeline is not None and pipeline.content is not None
+        allowed = state.allowed(category)
+        index = pipeline.content
+        mask = np.zeros(len(index), dtype=bool)
+        m = min(len(index), len(allowed))
+        mask[:m] = allowed[:m]
+        found = index.similar(item_id, n, allowed=mask)
+        title = state.titles[pos] if pos >= 0 else None
+        reason = {"kind": "similar_to", "item_id": item_id, "title": title, "via": "content"}
+        recs = [Recommendation(i, float(s), [dict(reason)]) for i, s in found]
+        if len(recs) < n:
+            cat = category or next(
+                (c for c, mk in state.categories.items() if pos >= 0 and mk[pos]), None
+            )
+            taken = {r.item_id for r in recs} | {item_id}
+            recs += self.popular(n - len(recs), cat, None, exclude=taken).items
+        return Results(recs, state.version)
+
     def session(self, item_ids: Sequence[str], n: int) -> Results:
         """Recommendations for an anonymous visitor from the items they just touched."""
         state = self._state
@@ -462,7 +844,7 @@ class RecommendationService:
             return self.popular(n, None, None, exclude=given)
         idx = state.items.index(item_ids)
         idx = np.array(list(dict.fromkeys(idx[idx >= 0].tolist())), dtype=np.int64)
-        allowed = state.available.copy()
+        allowed = state.available[: state.n_model].copy()
         if idx.size == 0:
             return self.popular(n, None, None, exclude=given)
         allowed[idx] = False
@@ -595,27 +977,34 @@ class RecommendationService:
         return out
 
     def _page(
-        self, items: list[Recommendation], offset: int, n: int, version: str | None
+        self,
+        items: list[Recommendation],
+        shown: PageState,
+        n: int,
+        version: str | None,
+        item_filter: ItemFilter | None = None,
     ) -> Results:
-        page = items[offset : offset + n]
-        token = encode_page_token(offset + n) if len(items) > offset + n else None
+        """The next n items not shown before in this session (and passing the filter)."""
+        fresh = [r for r in items if not shown.seen(r.item_id)] if shown.shown else items
+        if item_filter is not None and fresh:
+            rows = self.store.catalog([r.item_id for r in fresh])
+            fresh = [r for r in fresh if (row := rows.get(r.item_id)) and item_filter.matches(row)]
+        page = fresh[:n]
+        token = shown.after(r.item_id for r in page).encode() if len(fresh) > n else None
         return Results(page, version, token)
 
 
-def encode_page_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode().rstrip("=")
+@dataclass(frozen=True)
+class RequestRules:
+    """Per-request overrides of the pipeline's rules (None = the pipeline's default)."""
+
+    diversity: float | None = None
+    max_per_category: int | None = None
+    exploration: float | None = None
 
 
-def decode_page_token(token: str | None) -> int:
-    if not token:
-        return 0
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        offset = int(json.loads(base64.urlsafe_b64decode(padded.encode()))["o"])
-    except Exception:
-        raise ValidationFailed(
-            "page_token is not valid: pass the token of the previous page", field="page_token"
-        ) from None
-    if offset < 0 or offset > 100_000:
-        raise ValidationFailed("page_token is out of range", field="page_token")
-    return offset
+def negative_row(conf: sp.csr_matrix, seen: sp.csr_matrix) -> sp.csr_matrix:
+    """Items the user touched whose summed feedback is not positive (disliked, returned...)."""
+    negative = np.setdiff1d(seen.indices, conf.indices)
+    data = np.ones(len(negative), dtype=np.float32)
+    return sp.csr_matrix((data, negative, np.array([0, len(negative)])), shape=seen.shape)

@@ -18,18 +18,23 @@ import numpy as np
 import scipy.sparse as sp
 
 from smartrec.config import Settings
-from smartrec.domain import Interactions
+from smartrec.domain import IdMap, Interactions
 from smartrec.errors import SmartrecError, TrainingError
 from smartrec.evaluation.metrics import ranking_metrics
 from smartrec.evaluation.splits import temporal_holdout
 from smartrec.models import Recommender, create
+from smartrec.pipeline.core import TrainedPipeline, fit_pipeline, recommend_users
+from smartrec.pipeline.spec import PipelineSpec, load_spec, parse_spec
 from smartrec.registry import ModelBundle, ModelRegistry
 from smartrec.registry.mlflow_registry import CHAMPION
+from smartrec.storage.ports import CatalogItem
 from smartrec.storage.sql import SqlStore
 
 log = logging.getLogger(__name__)
 
 K = 10
+#: The candidate name of the multi-stage pipeline among the single models.
+PIPELINE = "pipeline"
 Progress = Callable[[str], None]
 
 
@@ -73,6 +78,7 @@ class Trainer:
         self.settings = settings
         self.store = store
         self.registry = registry
+        self.catalog: dict[str, CatalogItem] = {}
 
     # ----------------------------------------------------------------- data
     def load_data(self) -> Interactions:
@@ -83,12 +89,18 @@ class Trainer:
                 f"{self.settings.min_training_events} (SMARTREC_MIN_TRAINING_EVENTS)"
             )
         weights = self.settings.weights.weigh(snap.types, snap.values)
-        catalog = self.store.catalog()
+        catalog = self.store.catalog(with_text=self.settings.pipeline_enabled)
+        self.catalog = catalog
+        # Catalogue items without events join the item axis at the end, so that content
+        # retrieval can recommend them (their model scores are zero).
+        cold = [i for i, row in catalog.items() if not row.placeholder]
+        items = IdMap.from_values(list(snap.item_ids) + cold) if cold else None
         return Interactions.from_events(
             snap.user_ids,
             snap.item_ids,
             weights,
             snap.timestamps,
+            items=items,
             item_categories={k: v.categories for k, v in catalog.items()},
         )
 
@@ -135,10 +147,58 @@ class Trainer:
         self, name: str, params: dict[str, Any], val: Validation
     ) -> tuple[dict[str, float], float]:
         started = time.perf_counter()
+        if name == PIPELINE:
+            spec = parse_spec(params["spec"])
+            pipeline = fit_pipeline(val.train, spec, self.catalog, label_split="time")
+            fit_seconds = time.perf_counter() - started
+            return self.evaluate_pipeline(pipeline, val), fit_seconds
         model = create(name, **params)
         model.fit(val.train)
         fit_seconds = time.perf_counter() - started
         return self.evaluate(model, val), fit_seconds
+
+    @staticmethod
+    def evaluate_pipeline(pipeline: TrainedPipeline, val: Validation) -> dict[str, float]:
+        if val.n_users == 0:
+            return {}
+        recs = recommend_users(pipeline, val.train, val.users, K)
+        return ranking_metrics(recs, val.relevant, K, n_items=val.train.n_items)
+
+    def pipeline_spec(self, configs: dict[str, dict[str, Any]]) -> PipelineSpec:
+        """The configured pipeline, its models' parameters from the training configuration."""
+        return load_spec(self.settings.pipeline_file).with_models(configs)
+
+    def _configured_models(self, say: Progress) -> dict[str, dict[str, Any]]:
+        """The configured models with tuned values where the configuration does not pin them;
+        tunes first when ``tune_budget_s`` is set."""
+        from smartrec.training.tune import (
+            apply_tuned,
+            explicit_models,
+            load_tuned_params,
+            log_tuning,
+            tune,
+        )
+
+        configs = dict(self.settings.models)
+        if self.settings.tune_budget_s > 0:
+            say(f"tuning {sorted(configs)} for {self.settings.tune_budget_s:.0f}s")
+            result = tune(
+                self.load_data(),
+                list(configs),
+                self.settings.tune_budget_s,
+                defaults=configs,
+                validation_fraction=self.settings.validation_fraction,
+                progress=say,
+            )
+            log_tuning(result, self.registry, self.settings.experiment)
+        try:
+            tuned = load_tuned_params(self.registry, self.settings.experiment)
+        except Exception as exc:  # the registry may be unreachable; train on the configuration
+            say(f"tuned parameters not read: {type(exc).__name__}: {exc}")
+            return configs
+        if tuned:
+            say(f"using tuned parameters for {sorted(set(tuned) & set(configs))}")
+        return apply_tuned(configs, tuned, explicit_models(self.settings))
 
     # ----------------------------------------------------------------- the run
     def run(
@@ -148,7 +208,7 @@ class Trainer:
     ) -> TrainResult:
         say = progress or (lambda msg: log.info(msg))
         started = time.perf_counter()
-        configs = models if models is not None else self.settings.models
+        configs = models if models is not None else self._configured_models(say)
         if not configs:
             raise TrainingError("no models configured to train")
         metric = self.settings.selection_metric
@@ -178,11 +238,38 @@ class Trainer:
             say(f"{name}: {metric}={scores.get(metric, float('nan')):.4f} ({fit_s:.1f}s)")
         if not candidates:
             raise TrainingError("every configured model failed: " + "; ".join(notes))
+        single = max(candidates, key=lambda n: candidates[n].get(metric, -1.0))
+        spec: PipelineSpec | None = None
+        if self.settings.pipeline_enabled and models is None:
+            spec = self.pipeline_spec(configs)
+            say("fitting the pipeline (retrievers + ranker) on the training window")
+            try:
+                scores, fit_s = self._fit_and_score(
+                    PIPELINE, {"spec": spec.model_dump(mode="json")}, val
+                )
+                candidates[PIPELINE] = {**scores, "fit_seconds": round(fit_s, 3)}
+                say(f"pipeline: {metric}={scores.get(metric, float('nan')):.4f} ({fit_s:.1f}s)")
+            except Exception as exc:
+                notes.append(f"pipeline skipped: {type(exc).__name__}: {exc}")
+                say(notes[-1])
+                spec = None
         best = max(candidates, key=lambda n: candidates[n].get(metric, -1.0))
-        best_params = dict(configs[best])
+        if best == PIPELINE and candidates[PIPELINE].get(metric, -1.0) <= candidates[single].get(
+            metric, -1.0
+        ):
+            best = single  # a tie goes to the simpler, cheaper single model
+        primary = single
+        best_params = dict(configs[primary])
 
-        say(f"refitting {best} on all {data.n_events} events")
-        final = create(best, **best_params).fit(data)
+        say(f"refitting {primary} on all {data.n_events} events")
+        final = create(primary, **best_params).fit(data)
+        pipeline: TrainedPipeline | None = None
+        if best == PIPELINE and spec is not None:
+            say("refitting the pipeline on all events")
+            pipeline = fit_pipeline(data, spec, self.catalog, label_split="time", progress=say)
+            if "fallback" in pipeline.info:
+                notes.append(str(pipeline.info["fallback"]))
+            best_params = {"spec": spec.model_dump(mode="json"), "primary": primary}
         popularity = create(
             "popularity", half_life_days=self.settings.popularity_half_life_days
         ).fit(data)
@@ -191,8 +278,10 @@ class Trainer:
             popularity=popularity,
             items=data.items,
             users=data.users,
+            pipeline=pipeline,
             meta={
                 "params": best_params,
+                "pipeline_info": pipeline.info if pipeline is not None else None,
                 "reference_time": data.reference_time,
                 "n_events": data.n_events,
                 "trained_at": time.time(),
@@ -202,9 +291,18 @@ class Trainer:
             },
         )
         best_metrics = {k: v for k, v in candidates[best].items() if k != "fit_seconds"}
+        logged = (
+            {
+                "ranker": pipeline.info.get("ranker"),
+                "primary": primary,
+                "retrievers": ",".join(r.name for r in pipeline.spec.retrievers),
+            }
+            if pipeline is not None
+            else best_params
+        )
         info = self.registry.register(
             bundle,
-            params={"algorithm": best, **{f"{best}.{k}": v for k, v in best_params.items()}},
+            params={"algorithm": best, **{f"{best}.{k}": v for k, v in logged.items()}},
             metrics=best_metrics,
             tags={"smartrec.selection_metric": metric},
             extra_artifacts={"candidates.json": json.dumps(candidates, indent=2)},
@@ -217,7 +315,12 @@ class Trainer:
             if champion_before is not None and val.n_users:
                 say(f"re-scoring champion {champion_before} on the same split")
                 scored = {
-                    n: (dict(configs[n]), {k: v for k, v in m.items() if k != "fit_seconds"})
+                    n: (
+                        {"spec": spec.model_dump(mode="json")}
+                        if n == PIPELINE and spec is not None
+                        else dict(configs.get(n, {})),
+                        {k: v for k, v in m.items() if k != "fit_seconds"},
+                    )
                     for n, m in candidates.items()
                 }
                 champion_metrics = self._champion_on_split(champion_before, val, notes, scored)
@@ -269,6 +372,8 @@ class Trainer:
                 params = {
                     k[len(prefix) :]: v for k, v in info.params.items() if k.startswith(prefix)
                 }
+            if algorithm == PIPELINE:
+                params = {"spec": params.get("spec")}
             same = scored.get(algorithm)
             if same is not None and same[0] == params:
                 return same[1]

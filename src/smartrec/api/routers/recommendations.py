@@ -56,16 +56,37 @@ def user_recommendations(
     n: N = 10,
     exclude_seen: bool = True,
     category: Category = None,
-    filter: Annotated[str | None, Query(max_length=2000)] = None,
-    page_token: Annotated[str | None, Query(max_length=512)] = None,
+    filter: Annotated[
+        str | None,
+        Query(
+            max_length=4096,
+            description='e.g. category in ["Comedy","Drama"] and attributes.release_year >= 1990',
+        ),
+    ] = None,
+    page_token: Annotated[str | None, Query(max_length=16_384)] = None,
+    diversity: Annotated[
+        float | None,
+        Query(ge=0.0, le=1.0, description="MMR trade-off: 1 = relevance only, lower = varied"),
+    ] = None,
+    max_per_category: Annotated[
+        int | None, Query(ge=1, le=1000, description="At most this many items per category")
+    ] = None,
+    exploration: Annotated[
+        float | None, Query(ge=0.0, le=0.5, description="Share of the page for new items")
+    ] = None,
 ) -> Response:
     _check_n(n, rt.settings.max_n)
-    if filter is not None:
-        raise ValidationFailed(
-            "filter expressions are not supported by this server version; use `category`",
-            field="filter",
-        )
-    results = rt.service.recommend(user_id, n, exclude_seen, category, page_token)
+    results = rt.service.recommend(
+        user_id,
+        n,
+        exclude_seen,
+        category,
+        page_token,
+        filter=filter,
+        diversity=diversity,
+        max_per_category=max_per_category,
+        exploration=exploration,
+    )
     metrics.recommendations.labels("user", _source(results)).inc()
     return _answer(
         user_id=user_id,
