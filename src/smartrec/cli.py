@@ -124,9 +124,26 @@ def evaluate(
     data: Annotated[Path | None, typer.Option(help="Local ML-100K directory or zip.")] = None,
     k: int = 10,
     seed: int = 42,
+    pipeline: Annotated[
+        bool, typer.Option(help="Also evaluate the full pipeline, with an ablation.")
+    ] = True,
+    pipeline_file: Annotated[
+        Path | None, typer.Option(help="Pipeline TOML (default: the shipped one).")
+    ] = None,
+    tune_budget: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of tuning on a split of the training data (0 = use the "
+            "protocol's fixed parameters)."
+        ),
+    ] = 0.0,
+    diversity: Annotated[float, typer.Option(help="MMR lambda of the ablation's last row.")] = 0.9,
+    report: Annotated[
+        Path | None, typer.Option(help="Write a self-contained HTML report with plots here.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Offline evaluation on a public benchmark protocol."""
+    """Offline evaluation on a public benchmark protocol: each model alone and the pipeline."""
     from smartrec.evaluation.protocol import run_stratified_movielens
 
     if dataset != "movielens-100k":
@@ -135,30 +152,117 @@ def evaluate(
         raise typer.BadParameter(
             "only the stratified protocol is available", param_hint="--protocol"
         )
-    names = [a.strip() for a in algorithms.split(",")] if algorithms else None
-    report = run_stratified_movielens(names, None, k=k, seed=seed, data_path=data)
+    say = (lambda msg: None) if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
+    if pipeline and not algorithms:
+        from smartrec.evaluation.pipeline_eval import run_pipeline_protocol
+        from smartrec.pipeline.spec import load_spec
+
+        result = run_pipeline_protocol(
+            k=k,
+            seed=seed,
+            data_path=data,
+            tune_budget_s=tune_budget,
+            spec=load_spec(pipeline_file),
+            diversity=diversity,
+            progress=say,
+        )
+    else:
+        names = [a.strip() for a in algorithms.split(",")] if algorithms else None
+        result = run_stratified_movielens(names, None, k=k, seed=seed, data_path=data)
+    if report is not None:
+        from smartrec.evaluation.report import write_report
+
+        write_report(result, report)
     if as_json:
-        print(json.dumps(report, indent=2, default=str))
+        print(json.dumps(result, indent=2, default=str))
         return
     table = Table(title=f"{dataset}, {protocol} split (seed {seed}), k={k}")
-    cols = [f"ndcg@{k}", "map", f"precision@{k}", f"recall@{k}", "coverage"]
-    heads = ["algorithm", f"nDCG@{k}", "MAP", f"P@{k}", f"R@{k}", "coverage", "train s", "ref nDCG"]
+    cols = [f"ndcg@{k}", "map", f"precision@{k}", f"recall@{k}", "coverage", f"ild@{k}"]
+    cols.append(f"novelty@{k}")
+    heads = ["model", f"nDCG@{k}", "MAP", f"P@{k}", f"R@{k}", "coverage", "ILD", "novelty"]
+    heads += ["train s", "ref nDCG"]
     for h in heads:
-        table.add_column(h, justify="left" if h == "algorithm" else "right")
-    refs = report.get("reference_ndcg", {})
-    for row in report["rows"]:
+        table.add_column(h, justify="left" if h == "model" else "right")
+    refs = result.get("reference_ndcg", {})
+    for row in result["rows"]:
         ref = refs.get(row["model"])
         table.add_row(
             row["model"],
-            *(f"{row[c]:.4f}" for c in cols),
-            f"{row['train_seconds']:.2f}",
+            *(_fmt(row.get(c)) for c in cols),
+            _fmt(row.get("train_seconds"), 2),
             "" if ref is None else f"{ref:.3f}",
         )
     console.print(table)
+    if result.get("ablation"):
+        ab = Table(title="ablation")
+        for h in ("stage", f"nDCG@{k}", "coverage", "ILD"):
+            ab.add_column(h, justify="left" if h == "stage" else "right")
+        for row in result["ablation"]:
+            ab.add_row(
+                row["stage"],
+                _fmt(row.get(f"ndcg@{k}")),
+                _fmt(row.get("coverage")),
+                _fmt(row.get(f"ild@{k}")),
+            )
+        console.print(ab)
     console.print(
-        f"[dim]{report['n_train']:,} train / {report['n_test']:,} test ratings, "
-        f"{report['n_users']} users; data: {report['source']}[/]\n[dim]{report['protocol']}[/]"
+        f"[dim]{result['n_train']:,} train / {result['n_test']:,} test ratings, "
+        f"{result['n_users']} users; data: {result['source']}[/]\n[dim]{result['protocol']}[/]"
     )
+    if report is not None:
+        console.print(f"report: {report}")
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return f"{float(value):.{digits}f}"
+
+
+@app.command()
+def tune(
+    budget: Annotated[float, typer.Option(help="Seconds to spend, all models together.")] = 300.0,
+    algorithms: Annotated[
+        str | None, typer.Option(help="Comma-separated (default: the configured models).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Search the models' hyperparameters on a validation split of the stored events; the
+    chosen values are logged to MLflow and become the defaults of the next training."""
+    from smartrec.api.runtime import Runtime
+    from smartrec.training.tune import log_tuning
+    from smartrec.training.tune import tune as run_tune
+
+    settings = _settings(config)
+    runtime = Runtime.build(settings)
+    runtime.store.migrate()
+    names = [a.strip() for a in algorithms.split(",")] if algorithms else list(settings.models)
+    data = runtime.trainer.load_data()
+    result = run_tune(
+        data,
+        names,
+        budget,
+        defaults=settings.models,
+        validation_fraction=settings.validation_fraction,
+        progress=lambda msg: console.print(f"[dim]{msg}[/]"),
+    )
+    run_id = log_tuning(result, runtime.registry, settings.experiment)
+    table = Table(title=f"tuning ({result.seconds:.0f}s of {budget:.0f}s)")
+    for h in ("model", "default", "best", "trials", "chosen parameters"):
+        table.add_column(h, justify="left" if h in ("model", "chosen parameters") else "right")
+    for name in names:
+        if name not in result.best_params:
+            table.add_row(name, "", "", "", "failed: " + result.errors.get(name, "no trial"))
+            continue
+        table.add_row(
+            name,
+            _fmt(result.default_value.get(name)),
+            _fmt(result.best_value.get(name)),
+            str(result.n_trials.get(name, 0)),
+            json.dumps(result.best_params[name], default=str),
+        )
+    console.print(table)
+    console.print(f"logged to MLflow run {run_id}; the next training uses these values")
 
 
 @app.command("import")

@@ -166,6 +166,9 @@ class RankingIn(_Strict):
 class TrainingJobIn(_Strict):
     #: Algorithms (and params) to train instead of the configured set, e.g. {"ease": {"l2": 300}}.
     pipeline: dict[str, dict[str, Any]] | None = None
+    #: Seconds of hyperparameter tuning before training (0 or absent: the configured
+    #: SMARTREC_TUNE_BUDGET_S); the values found are logged and reused by later trainings.
+    tune_budget_s: float | None = Field(default=None, ge=0, le=24 * 3600)
 
 
 class TrainingJobCreated(BaseModel):

@@ -306,3 +306,19 @@ def test_save_load_round_trip(world: Any, spec: PipelineSpec, tmp_path: Path) ->
     b = back.recommend(query_from_matrix(data, u), 10)
     assert a[0].tolist() == b[0].tolist()
     np.testing.assert_allclose(a[1], b[1], rtol=1e-5)
+
+
+def test_offline_diversity_rule_spreads_categories(world: Any, fitted: TrainedPipeline) -> None:
+    from smartrec.evaluation.metrics import category_vectors as cat_vectors
+    from smartrec.evaluation.metrics import intra_list_diversity
+    from smartrec.evaluation.pipeline_eval import pipeline_top_k, stratified_validation
+
+    data, _, _ = world
+    users = np.arange(0, data.n_users, 10)
+    plain = pipeline_top_k(fitted, data, users, 10)
+    varied = pipeline_top_k(fitted, data, users, 10, diversity=0.3)
+    vectors = cat_vectors(data.item_categories)
+    assert intra_list_diversity(varied, vectors) > intra_list_diversity(plain, vectors)
+    val = stratified_validation(data)
+    assert val.n_users > 0
+    assert not (val.relevant.multiply(val.train.seen[val.users])).nnz  # nothing already seen

@@ -81,7 +81,9 @@ class JobRunner:
     def _run(self, job_id: str, request: dict[str, Any]) -> None:
         self.store.update_job(job_id, status="running", started_at=now_ms())
         try:
-            result = self.trainer.run(models=request.get("pipeline"))
+            result = self.trainer.run(
+                models=request.get("pipeline"), tune_budget_s=request.get("tune_budget_s")
+            )
         except Exception as exc:
             expected = isinstance(exc, SmartrecError)
             message = str(exc) if expected else f"{type(exc).__name__}: {exc}"

@@ -168,7 +168,7 @@ class Trainer:
         """The configured pipeline, its models' parameters from the training configuration."""
         return load_spec(self.settings.pipeline_file).with_models(configs)
 
-    def _configured_models(self, say: Progress) -> dict[str, dict[str, Any]]:
+    def _configured_models(self, say: Progress, budget_s: float) -> dict[str, dict[str, Any]]:
         """The configured models with tuned values where the configuration does not pin them;
         tunes first when ``tune_budget_s`` is set."""
         from smartrec.training.tune import (
@@ -180,12 +180,12 @@ class Trainer:
         )
 
         configs = dict(self.settings.models)
-        if self.settings.tune_budget_s > 0:
-            say(f"tuning {sorted(configs)} for {self.settings.tune_budget_s:.0f}s")
+        if budget_s > 0:
+            say(f"tuning {sorted(configs)} for {budget_s:.0f}s")
             result = tune(
                 self.load_data(),
                 list(configs),
-                self.settings.tune_budget_s,
+                budget_s,
                 defaults=configs,
                 validation_fraction=self.settings.validation_fraction,
                 progress=say,
@@ -205,10 +205,12 @@ class Trainer:
         self,
         models: dict[str, dict[str, Any]] | None = None,
         progress: Progress | None = None,
+        tune_budget_s: float | None = None,
     ) -> TrainResult:
         say = progress or (lambda msg: log.info(msg))
         started = time.perf_counter()
-        configs = models if models is not None else self._configured_models(say)
+        budget = self.settings.tune_budget_s if tune_budget_s is None else tune_budget_s
+        configs = models if models is not None else self._configured_models(say, budget)
         if not configs:
             raise TrainingError("no models configured to train")
         metric = self.settings.selection_metric

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response, status
 
 from smartrec.api.deps import RuntimeDep
@@ -28,7 +30,10 @@ def create_job(
             )
         if not pipeline:
             raise ValidationFailed("pipeline names no algorithm", field="pipeline")
-    job_id = rt.jobs.submit({"pipeline": pipeline})
+    request: dict[str, Any] = {"pipeline": pipeline}
+    if body is not None and body.tune_budget_s:
+        request["tune_budget_s"] = body.tune_budget_s
+    job_id = rt.jobs.submit(request)
     response.headers["Location"] = f"/v1/training-jobs/{job_id}"
     return TrainingJobCreated(job_id=job_id)
 

@@ -1,0 +1,220 @@
+"""The reference protocol for the whole pipeline, with an ablation.
+
+Same split as :func:`run_stratified_movielens` (MovieLens-100K, 75/25 per item, seed 42). The
+test ratings are never used to choose anything: model hyperparameters come from ``smartrec``'s
+own tuning on a validation split carved out of the training ratings (same protocol, another
+seed), or from :data:`PROTOCOL_PARAMS` when tuning is off (those were chosen on the test split,
+which the result then says). The ranker's labels are a random per-item share of the training
+ratings (the protocol's test set is a random per-item split, so its labels mimic it); the
+retrievers that produce its features are fitted on the rest.
+
+Ablation rows: the best single model, the pipeline with score fusion, the pipeline with the
+learned ranker, and the pipeline with diversity rules on top.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from smartrec.domain import Interactions
+from smartrec.evaluation.protocol import (
+    PROTOCOL_PARAMS,
+    REFERENCE_NDCG,
+    evaluate,
+    evaluate_recommendations,
+    evaluation_users,
+    protocol_description,
+    split_interactions,
+)
+from smartrec.evaluation.splits import stratified_split
+from smartrec.models import create
+from smartrec.pipeline.core import (
+    TrainedPipeline,
+    fit_pipeline,
+    query_from_matrix,
+)
+from smartrec.pipeline.diversity import category_vectors, mmr
+from smartrec.pipeline.spec import PipelineSpec, load_spec
+from smartrec.storage.ports import CatalogItem
+
+Progress = Callable[[str], None]
+TUNED_ALGORITHMS = ("ease", "als", "itemknn")
+
+
+def stratified_validation(data: Interactions, seed: int = 1) -> Any:
+    """A validation split of training data shaped like the protocol's test split."""
+    from smartrec.training.trainer import Validation
+
+    inner = stratified_split(data.event_users, data.event_items, ratio=0.75, seed=seed, by="item")
+    train = data.subset_events(inner)
+    held = data.subset_events(~inner).binarized()
+    rel = sp.csr_matrix(held - held.multiply(train.seen))
+    rel.eliminate_zeros()
+    users = np.flatnonzero((np.diff(rel.indptr) > 0) & (np.diff(train.matrix.indptr) > 0))
+    return Validation(train=train, users=users, relevant=rel[users], cutoff_time=0.0)
+
+
+def pipeline_top_k(
+    pipeline: TrainedPipeline,
+    data: Interactions,
+    users: np.ndarray,
+    k: int,
+    diversity: float = 1.0,
+    pool: int = 50,
+) -> np.ndarray:
+    """Top-k per user from the pipeline; with diversity < 1, MMR over the top ``pool``."""
+    out = np.full((len(users), k), -1, dtype=np.int64)
+    cats = data.item_categories or [[] for _ in range(data.n_items)]
+    for row, u in enumerate(users.tolist()):
+        items, scores, _ = pipeline.recommend(
+            query_from_matrix(data, u), pool if diversity < 1 else k
+        )
+        inside = items < data.n_items
+        items, scores = items[inside], scores[inside]
+        if diversity < 1.0 and len(items) > 1:
+            picked = mmr(scores, category_vectors([cats[i] for i in items]), k, diversity)
+            items = items[picked]
+        out[row, : min(k, len(items))] = items[:k]
+    return out
+
+
+def catalog_from_movielens(ml: Any) -> dict[str, CatalogItem]:
+    return {
+        it.item_id: CatalogItem(
+            it.item_id,
+            it.title,
+            list(it.genres),
+            {"release_year": it.year} if it.year else {},
+            True,
+            False,
+        )
+        for it in ml.items
+    }
+
+
+def run_pipeline_protocol(
+    k: int = 10,
+    seed: int = 42,
+    data_path: str | Path | None = None,
+    *,
+    tune_budget_s: float = 0.0,
+    spec: PipelineSpec | None = None,
+    diversity: float = 0.9,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Single models, the pipeline and its ablation on the stratified ML-100K protocol."""
+    from smartrec.datasets import load_movielens_100k
+
+    say = progress or (lambda _msg: None)
+    ml = load_movielens_100k(data_path, progress=progress)
+    r = ml.ratings
+    mask = stratified_split(r.user_id, r.item_id, ratio=0.75, seed=seed, by="item")
+    train, test = split_interactions(
+        r.user_id, r.item_id, np.ones(len(r)), r.timestamp, mask, ml.item_genres()
+    )
+    catalog = catalog_from_movielens(ml)
+    params: dict[str, dict[str, Any]] = {n: dict(p) for n, p in PROTOCOL_PARAMS.items()}
+    tuning: dict[str, Any] | None = None
+    if tune_budget_s > 0:
+        from smartrec.training.tune import tune
+
+        say(f"tuning {', '.join(TUNED_ALGORITHMS)} for {tune_budget_s:.0f}s on a split of train")
+        result = tune(
+            train,
+            TUNED_ALGORITHMS,
+            tune_budget_s,
+            split=lambda d: stratified_validation(d, seed + 1),
+            defaults={a: params[a] for a in TUNED_ALGORITHMS},
+            seed=seed,
+            progress=say,
+        )
+        tuned = result.as_dict()
+        for name in TUNED_ALGORITHMS:
+            best = tuned.get("best_params", {}).get(name)
+            if best:
+                params[name] = dict(best)
+        tuning = {
+            "budget_s": tune_budget_s,
+            "seconds": tuned.get("seconds"),
+            "best_params": {a: params[a] for a in TUNED_ALGORITHMS},
+            "validation": f"stratified 75/25 per item of the training ratings, seed {seed + 1}",
+        }
+    source = "tuned on a split of train" if tuning else "PROTOCOL_PARAMS (chosen on test)"
+    say(f"single models ({source})")
+    models = {n: create(n, **params[n]) for n in ("popularity", "itemknn", "ease", "als")}
+    rows = evaluate(models, train, test, k=k, progress=say)
+    users = evaluation_users(test)
+    base_spec = (spec or load_spec()).with_models(params)
+
+    def pipeline_row(name: str, s: PipelineSpec, div: float = 1.0) -> tuple[dict[str, Any], Any]:
+        t0 = time.perf_counter()
+        pipe = fit_pipeline(train, s, catalog, label_split="random", seed=seed, progress=say)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        recs = pipeline_top_k(pipe, train, users, max(k, 20), diversity=div)
+        row = evaluate_recommendations(
+            name,
+            recs,
+            train,
+            test,
+            k=k,
+            train_seconds=round(fit_s, 3),
+            predict_seconds=round(time.perf_counter() - t0, 3),
+            params={"ranker": pipe.info.get("ranker"), "diversity": div},
+        )
+        say(f"{name}: ndcg@{k}={row[f'ndcg@{k}']:.4f}")
+        return row, pipe
+
+    fusion_spec = base_spec.model_copy(
+        update={"ranker": base_spec.ranker.model_copy(update={"kind": "fusion"})}
+    )
+    fusion_row, _ = pipeline_row("pipeline-fusion", fusion_spec)
+    ranker_row, pipe = pipeline_row("pipeline", base_spec)
+    t0 = time.perf_counter()
+    div_recs = pipeline_top_k(pipe, train, users, max(k, 20), diversity=diversity)
+    div_row = evaluate_recommendations(
+        f"pipeline+mmr{diversity}",
+        div_recs,
+        train,
+        test,
+        k=k,
+        predict_seconds=round(time.perf_counter() - t0, 3),
+        params={"diversity": diversity},
+    )
+    rows += [fusion_row, ranker_row, div_row]
+    single = max(
+        (r for r in rows if not r["model"].startswith("pipeline")), key=lambda r: r[f"ndcg@{k}"]
+    )
+    keys = [f"ndcg@{k}", f"recall@{k}", "coverage", f"ild@{k}", f"novelty@{k}"]
+    ablation = [
+        {"stage": f"best single model ({single['model']})", **{c: single.get(c) for c in keys}},
+        {"stage": "+ retrievers, score fusion", **{c: fusion_row.get(c) for c in keys}},
+        {
+            "stage": f"+ learned ranker ({pipe.info.get('ranker')})",
+            **{c: ranker_row.get(c) for c in keys},
+        },
+        {"stage": f"+ diversity (MMR {diversity})", **{c: div_row.get(c) for c in keys}},
+    ]
+    return {
+        "dataset": "MovieLens 100K",
+        "source": ml.source,
+        "protocol": protocol_description(k, seed, "binary")
+        + f" Hyperparameters: {source}. Ranker labels: a random 20% per-item share of train.",
+        "k": k,
+        "seed": seed,
+        "n_train": int(mask.sum()),
+        "n_test": int((~mask).sum()),
+        "n_users": train.n_users,
+        "n_items": train.n_items,
+        "rows": rows,
+        "ablation": ablation,
+        "tuning": tuning,
+        "pipeline_info": pipe.info,
+        "reference_ndcg": dict(REFERENCE_NDCG),
+    }
