@@ -76,11 +76,13 @@ def decode_page_token(token: str | None) -> PageState:
         raise bad
     if not payload or payload[0] != TOKEN_VERSION:
         raise bad
+    inflate = zlib.decompressobj()
     try:
-        raw = zlib.decompressobj().decompress(payload[1:], MAX_SHOWN * 4 + 4)
+        raw = inflate.decompress(payload[1:], MAX_SHOWN * 4 + 4)
     except zlib.error:
         raise bad from None
-    if len(raw) % 4 or len(raw) > MAX_SHOWN * 4:
+    # A cut token inflates without error to a prefix of the list: it would forget items shown.
+    if not inflate.eof or inflate.unused_data or len(raw) % 4 or len(raw) > MAX_SHOWN * 4:
         raise bad
     return PageState(frozenset(np.frombuffer(raw, dtype=">u4").tolist()))
 

@@ -174,6 +174,15 @@ class ServingState:
                 and can_extend
                 and not item.placeholder
             ]
+            content = None
+            if new_ids and self.pipeline is not None and self.pipeline.content is not None:
+                rows = texts if texts is not None else catalog
+                content = self.pipeline.content.upsert([rows.get(i) or catalog[i] for i in new_ids])
+                if any(content.index_of(i) != self.n_total + k for k, i in enumerate(new_ids)):
+                    # The content index and the serving axis disagree: do not extend, but still
+                    # apply availability and the rest to the items already on the axis.
+                    log.warning("content index out of line with the serving axis; not extended")
+                    new_ids, content = [], None
             n_new = self.n_total + len(new_ids)
             item_ids = self.item_ids + new_ids if new_ids else self.item_ids
             extra = dict(self.extra_index)
@@ -203,17 +212,11 @@ class ServingState:
                     if cat not in categories:
                         categories[cat] = np.zeros(n_new, dtype=bool)
                     categories[cat][pos] = True
-            if new_ids and self.pipeline is not None and self.pipeline.content is not None:
-                rows = texts if texts is not None else catalog
-                content = self.pipeline.content.upsert([rows.get(i) or catalog[i] for i in new_ids])
-                if all(content.index_of(i) == extra[i] for i in new_ids):
-                    self.pipeline.content = content
-                else:  # the content index and the serving axis disagree: do not extend
-                    log.warning("content index out of line with the serving axis; not extended")
-                    return []
             self.item_ids, self.extra_index = item_ids, extra
             self.available, self.titles, self.categories = available, titles, categories
             self.published = published
+            if content is not None and self.pipeline is not None:
+                self.pipeline.content = content
             return new_ids
 
     def items_row(self, item_ids: Sequence[str]) -> sp.csr_matrix:
@@ -299,6 +302,14 @@ class RecommendationService:
         """Make a bundle the serving model (tests and embedded use)."""
         mark = self.store.catalog_mark()
         state = ServingState(bundle, self.store.catalog(bundle.items.to_list()), self.weights)
+        if state.pipeline is not None and state.pipeline.content is not None:
+            # Items added after the training read the catalogue (while it ran, or before this
+            # process started) are in no model: content retrieval reaches them once they are on
+            # the serving axis, as items added from now on are.
+            known = bundle.items.lookup
+            later = {i: row for i, row in self.store.catalog().items() if i not in known}
+            if later:
+                self._apply_rows(state, later)
         self._state = state  # one reference assignment: in-flight requests keep the old one
         self._catalog_mark, self._applied_at_mark = mark, set()
         self.refresh_catalog()  # changes committed while the catalog was being read
@@ -320,7 +331,7 @@ class RecommendationService:
         rows = self.store.catalog_changes(mark)
         fresh = [i for i, ts in rows if ts > mark or i not in self._applied_at_mark]
         if fresh:
-            state.apply_catalog(self.store.catalog(fresh))
+            self._apply_rows(state, self.store.catalog(fresh))
             self._popular_cache.clear()
         if rows:
             newest = max(ts for _, ts in rows)
@@ -376,8 +387,18 @@ class RecommendationService:
     def catalog_changed(self, item_ids: Sequence[str]) -> None:
         state = self._state
         if state is not None and item_ids:
-            state.apply_catalog(self.store.catalog(item_ids))
+            self._apply_rows(state, self.store.catalog(item_ids))
         self._popular_cache.clear()
+
+    def _apply_rows(self, state: ServingState, rows: dict[str, CatalogItem]) -> None:
+        """Apply catalog rows; the items it will append are vectorised with their text, as the
+        training vectorised the others (``catalog()`` leaves the text out)."""
+        texts = None
+        if state.pipeline is not None and state.pipeline.content is not None:
+            new = [i for i, row in rows.items() if state.position(i) < 0 and not row.placeholder]
+            if new:
+                texts = self.store.catalog(new, with_text=True)
+        state.apply_catalog(rows, texts)
 
     def ready(self) -> bool:
         """A model is loaded, or there are events for the popularity fallback."""
@@ -468,11 +489,15 @@ class RecommendationService:
         assert pipeline is not None
         rules = pipeline.spec.rules
         conf, seen_row, hist_idx = state.user_rows(history)
+        ever: list[str] | None = None
         if exclude_seen and len(history) >= HISTORY_LIMIT:
-            seen_row = state.items_row(self.store.user_items(user_id))
+            ever = self.store.user_items(user_id)
+            seen_row = state.items_row(ever)
         # Items with negative feedback are never shown, whatever exclude_seen says.
         blocked_row = seen_row if exclude_seen else negative_row(conf, seen_row)
         blocked = [blocked_row.indices.astype(np.int64)]
+        if state.extra_index:  # items newer than the model: not on its axis, not in the rows
+            blocked.append(self._extra_blocked(state, history, exclude_seen, ever))
         if shown.shown:
             blocked.append(self._shown_positions(state, shown))
         allowed = state.allowed(category)
@@ -521,7 +546,8 @@ class RecommendationService:
         explore: list[int] = []
         if slots:
             ranked_in = set(order[: n - len(slots)])
-            explore = [j for j in order if is_new[j] and j not in ranked_in][: len(slots)]
+            pool = [j for j in order if is_new[j] and j not in ranked_in]
+            explore = self._by_content(pipeline, cands, pool)[: len(slots)]
             order = [j for j in order if j not in set(explore)]
         # Diversity over the head of the list.
         lam = rules.diversity if request.diversity is None else request.diversity
@@ -557,6 +583,41 @@ class RecommendationService:
         new_shown = shown.after(r.item_id for r in recs)
         token = new_shown.encode() if remaining > 0 and recs else None
         return Results(recs, state.version, token)
+
+    @staticmethod
+    def _extra_blocked(
+        state: ServingState,
+        history: Sequence[tuple[str, str, float | None]],
+        exclude_seen: bool,
+        ever: list[str] | None,
+    ) -> np.ndarray:
+        """Positions of items newer than the model that the user touched (``exclude_seen``) or
+        gave negative feedback to overall: ``user_rows`` sees the model's items only."""
+        extra = state.extra_index
+        totals: dict[int, float] = {}
+        for item_id, event_type, value in history:
+            pos = extra.get(item_id)
+            if pos is not None:
+                totals[pos] = totals.get(pos, 0.0) + state.weights.weight_of(event_type, value)
+        out = [p for p, w in totals.items() if exclude_seen or w <= 0]
+        out += [p for i in ever or () if (p := extra.get(i)) is not None]
+        return np.asarray(out, dtype=np.int64)
+
+    @staticmethod
+    def _by_content(pipeline: TrainedPipeline, cands: Candidates, pool: list[int]) -> list[int]:
+        """Exploration candidates, the most similar in content to the user's history first.
+
+        New items have no model scores, so the ranker gives them (nearly) equal scores and
+        their order would be the catalogue's; ties keep the ranking's order."""
+        col = next((k for k, r in enumerate(pipeline.spec.retrievers) if r.kind == "content"), None)
+        if col is None or not pool:
+            return pool
+
+        def key(j: int) -> float:
+            value = float(cands.scores[j, col]) if j < len(cands) else float("nan")
+            return -value if value == value else float("inf")
+
+        return sorted(pool, key=key)
 
     def _shown_positions(self, state: ServingState, shown: PageState) -> np.ndarray:
         """Serving-axis positions of items already shown in this session (by hash)."""

@@ -1,0 +1,701 @@
+"""The multi-stage pipeline behind ``GET /v1/users/{id}/recommendations``, through HTTP.
+
+One app per module: the world loaded, a small pipeline (ALS + EASE + popular + content
+retrievers, LightGBM ranker) fitted on it and installed as the serving bundle. Tests that change
+shared state use fresh user and item ids, or put back what they changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from smartrec.models import create
+from smartrec.pipeline.core import TrainedPipeline, fit_pipeline
+from smartrec.pipeline.spec import load_spec
+from smartrec.registry import ModelBundle
+from tests.api.conftest import (
+    World,
+    assert_problem,
+    error_fields,
+    load_world,
+    open_client,
+    post_events,
+    runtime,
+)
+
+#: Small models; LightGBM on one thread (its OpenMP threads crawl on a busy 2-core machine).
+MODELS: dict[str, dict[str, Any]] = {"als": {"factors": 16, "iterations": 8}, "ease": {"l2": 50.0}}
+RANKER = {"n_estimators": 60, "min_child_samples": 10, "num_threads": 1}
+
+
+@dataclass
+class Served:
+    client: TestClient
+    world: World
+    bundle: ModelBundle  # its pipeline is never installed itself: copies are (see install)
+
+    @property
+    def pipeline(self) -> TrainedPipeline:
+        pipeline: TrainedPipeline = self.bundle.pipeline
+        return pipeline
+
+    def install(self, pipeline: TrainedPipeline | None = None, version: str = "p1") -> None:
+        """Serve a copy of the pipeline: serving extends a pipeline's content index in place,
+        so the pristine one is kept for the next install."""
+        copy = dataclasses.replace(pipeline or self.pipeline)
+        bundle = dataclasses.replace(self.bundle, pipeline=copy, meta={"version": version})
+        runtime(self.client).service.install(bundle)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, world: World) -> Iterator[Served]:
+    with ExitStack() as stack:
+        client = open_client(stack, tmp_path_factory.mktemp("pipeline-home"))
+        load_world(client, world)
+        trainer = runtime(client).trainer
+        data = trainer.load_data()
+        spec = load_spec().with_models(MODELS)
+        ranker = spec.ranker.model_copy(
+            update={"min_users": 10, "params": {**spec.ranker.params, **RANKER}}
+        )
+        spec = spec.model_copy(update={"ranker": ranker})
+        pipeline = fit_pipeline(data, spec, trainer.catalog)
+        assert pipeline.info["ranker"] == "lightgbm", pipeline.info
+        bundle = ModelBundle(
+            model=create("ease", l2=50.0).fit(data),
+            popularity=create("popularity").fit(data),
+            items=data.items,
+            users=data.users,
+            pipeline=pipeline,
+        )
+        result = Served(client, world, bundle)
+        result.install()
+        assert runtime(client).service.state.pipeline is not None
+        yield result
+
+
+# --------------------------------------------------------------------------- helpers
+def recs(client: TestClient, user: str, **params: Any) -> dict[str, Any]:
+    response = client.get(f"/v1/users/{user}/recommendations", params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def ids_of(body: dict[str, Any]) -> list[str]:
+    return [i["item_id"] for i in body["items"]]
+
+
+def kinds(item: dict[str, Any]) -> list[str]:
+    return [r["kind"] for r in item["reasons"]]
+
+
+def walk(client: TestClient, user: str, n: int = 7, **params: Any) -> list[list[str]]:
+    """Every page of a session, to the end."""
+    pages: list[list[str]] = []
+    token: str | None = None
+    for _ in range(100):
+        query = {"n": n, **params, **({"page_token": token} if token else {})}
+        body = recs(client, user, **query)
+        pages.append(ids_of(body))
+        token = body["next_page_token"]
+        if token is None:
+            return pages
+        assert pages[-1], "a page with a next token is not empty"
+    raise AssertionError("paging never ended")
+
+
+def fresh(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def post_items(client: TestClient, items: list[dict[str, Any]]) -> None:
+    response = client.post("/v1/items", json={"items": items})
+    assert response.status_code == 200, response.text
+
+
+def new_user(served: Served, category: str, k: int = 8) -> tuple[str, list[str]]:
+    """A user (fresh id) who bought k items of one category only; returns (user, items)."""
+    user = fresh("u")
+    items = sorted(i for i, cats in served.world.item_categories.items() if cats == [category])
+    history = items[:k]
+    assert len(history) >= 3, (category, items)
+    now = int(time.time())
+    post_events(
+        served.client,
+        [
+            {"user_id": user, "item_id": i, "type": "purchase", "timestamp": now - 60 + j}
+            for j, i in enumerate(history)
+        ],
+    )
+    return user, history
+
+
+def world_item(world: World, item_id: str) -> dict[str, Any]:
+    return next(dict(i) for i in world.items if i["item_id"] == item_id)
+
+
+def busy_users(world: World, k: int = 6) -> list[str]:
+    return sorted(world.seen, key=lambda u: (-len(world.seen[u]), u))[:k]
+
+
+def catalog(served: Served, item_ids: list[str]) -> dict[str, Any]:
+    rows: dict[str, Any] = runtime(served.client).store.catalog(item_ids)
+    return rows
+
+
+def new_items(category: str, k: int, prefix: str = "new", **extra: Any) -> list[dict[str, Any]]:
+    """Brand-new catalogue items (fresh ids, published now) that look like the category's."""
+    now = int(time.time())
+    out = []
+    for _ in range(k):
+        item_id = fresh(prefix)
+        out.append(
+            {
+                "item_id": item_id,
+                "title": f"{category.title()} item {item_id}",
+                "categories": [category],
+                "attributes": {"price": 12.5, "brand": "brand_0"},
+                "published_at": now,
+                **extra,
+            }
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- filters
+def test_filter_by_category(served: Served) -> None:
+    for user in busy_users(served.world, 4):
+        for category in ("books", "garden"):
+            got = ids_of(recs(served.client, user, n=10, filter=f'category in ["{category}"]'))
+            assert got, (user, category)
+            rows = catalog(served, got)
+            assert all(category in rows[i].categories for i in got), (user, category, got)
+            assert not set(got) & served.world.seen[user]
+
+
+def test_filter_by_numeric_attribute(served: Served) -> None:
+    narrowed = False
+    for user in busy_users(served.world, 4):
+        plain = ids_of(recs(served.client, user, n=10))
+        expr = "attributes.price >= 20 and not category == 'home'"
+        got = ids_of(recs(served.client, user, n=10, filter=expr))
+        assert got, user
+        rows = catalog(served, got + plain)
+        for i in got:
+            assert rows[i].attributes["price"] >= 20, (i, rows[i])
+            assert "home" not in rows[i].categories, (i, rows[i])
+        narrowed |= any(
+            rows[i].attributes.get("price", 0) < 20 or "home" in rows[i].categories for i in plain
+        )
+        # Paging with a filter: every page filtered, nothing twice.
+        pages = walk(served.client, user, n=4, filter="attributes.price < 15")
+        flat = [i for p in pages for i in p]
+        assert flat and len(flat) == len(set(flat))
+        assert all(catalog(served, flat)[i].attributes["price"] < 15 for i in flat)
+    assert narrowed, "the filter never removed anything: the test proves nothing"
+
+
+@pytest.mark.parametrize(
+    ("expr", "position"),
+    [
+        ('category in ["books"', 21),
+        ("attributes.price >= ", 21),
+        ("attributes.price >> 3", None),
+        ("colour == 'red'", 1),
+        ("category == 'a' and", None),
+        ("attributes.price > 1e999", None),
+        ('title == "unterminated', None),
+    ],
+)
+def test_bad_filter_is_422_with_a_position(served: Served, expr: str, position: int | None) -> None:
+    user = served.world.heaviest_user()
+    response = served.client.get(f"/v1/users/{user}/recommendations", params={"filter": expr})
+    problem = assert_problem(response, 422)
+    assert error_fields(problem) == ["filter"], problem
+    assert "position" in problem["detail"], problem
+    if position is not None:
+        assert f"position {position}" in problem["detail"], problem
+
+
+HOSTILE = [
+    "__import__('os')",
+    "__import__('os').system('touch /tmp/smartrec-pwned')",
+    "item_id == __class__",
+    "(" * 5000,
+    "(" * 4000,
+    "not " * 1000 + "item_id == 'x'",
+    "item_id in [" + ",".join(["1"] * 1001) + "]",
+    " or ".join(["title==1"] * 300),
+    "item_id == 'a\x00b'",
+    "item_id == '\\ud800'",
+    "item_id == '\\u12'",
+    "'" * 3000,
+    "[" * 3000,
+    "category in [[[[]]]]",
+    "9" * 4000 + " == attributes.x",
+    "attributes.price > -",
+    "\u202e item_id == 'x'",
+]
+
+
+@pytest.mark.parametrize("expr", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_filters_never_500(served: Served, expr: str) -> None:
+    user = served.world.heaviest_user()
+    response = served.client.get(f"/v1/users/{user}/recommendations", params={"filter": expr})
+    problem = assert_problem(response, 422)
+    assert error_fields(problem) == ["filter"], problem
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "attributes.__class__.__name__ == 'dict'",
+        "attributes.__dict__ != null or attributes.keys != null",
+        "attributes." + ".".join(["a"] * 1500) + " == 1",
+        "(" * 30 + "item_id == 'x'" + ")" * 30,
+    ],
+    ids=["dunder", "dict", "deep-path", "parens"],
+)
+def test_odd_but_valid_filters_match_nothing(served: Served, expr: str) -> None:
+    """Attribute paths are dictionary keys, never Python attributes: nothing leaks, nothing
+    matches."""
+    user = served.world.heaviest_user()
+    response = served.client.get(f"/v1/users/{user}/recommendations", params={"filter": expr})
+    assert response.status_code == 200, response.text
+    assert response.json()["items"] == []
+
+
+# --------------------------------------------------------------------------- hidden items
+def test_unavailable_and_hidden_items_never_served(served: Served) -> None:
+    client, world = served.client, served.world
+    user = world.heaviest_user()
+    first = ids_of(recs(client, user, n=10))
+    gone, hidden = first[0], first[1]
+    before = {i: world_item(world, i) for i in (gone, hidden)}
+    try:
+        post_items(
+            client,
+            [
+                {**before[gone], "available": False},
+                {**before[hidden], "attributes": {**before[hidden]["attributes"], "hidden": True}},
+            ],
+        )
+        for params in ({}, {"exclude_seen": False}, {"diversity": 0.5}, {"exploration": 0.3}):
+            flat = [i for p in walk(client, user, n=7, **params) for i in p]
+            assert flat, params
+            assert gone not in flat and hidden not in flat, params
+        for other in busy_users(world, 6):
+            got = ids_of(recs(client, other, n=50, exclude_seen=False))
+            assert gone not in got and hidden not in got, other
+            got = ids_of(recs(client, other, n=20, filter=f"item_id in ['{gone}', '{hidden}']"))
+            assert got == [], other
+        similar = client.get(f"/v1/items/{first[2]}/similar", params={"n": 50})
+        assert similar.status_code == 200, similar.text
+        assert not {gone, hidden} & set(ids_of(similar.json()))
+    finally:
+        post_items(client, list(before.values()))
+    back = ids_of(recs(client, user, n=10))
+    assert gone in back and hidden in back, back
+
+
+# --------------------------------------------------------------------------- negative feedback
+def test_negative_feedback_is_never_recommended(served: Served) -> None:
+    client = served.client
+    negative = [t for t, w in runtime(client).settings.event_weights.items() if w < 0]
+    assert negative, "no negative event type configured"
+    user, history = new_user(served, "garden")
+    top = ids_of(recs(client, user, n=10, exclude_seen=False))
+    disliked = next(i for i in top if i not in history)
+    assert disliked in ids_of(recs(client, user, n=10))
+    post_events(
+        client,
+        [
+            {
+                "user_id": user,
+                "item_id": disliked,
+                "type": negative[0],
+                "timestamp": int(time.time()),
+            }
+        ],
+    )
+    for params in ({}, {"exclude_seen": False}, {"exclude_seen": False, "exploration": 0.5}):
+        flat = [i for p in walk(client, user, n=7, **params) for i in p]
+        assert flat, params
+        assert disliked not in flat, params
+    # ... and it is no reason for anything either.
+    body = recs(client, user, n=30, exclude_seen=False)
+    sources = {r.get("item_id") for item in body["items"] for r in item["reasons"]}
+    assert disliked not in sources
+
+
+def test_negative_feedback_on_an_item_newer_than_the_model(served: Served) -> None:
+    """Items added after training live past the model's item axis: feedback on them counts."""
+    client = served.client
+    user, _ = new_user(served, "books")
+    fresh_items = new_items("books", 3, prefix="neg")
+    post_items(client, fresh_items)
+    mine = {i["item_id"] for i in fresh_items}
+    body = recs(client, user, n=100)
+    shown = [i for i in ids_of(body) if i in mine]
+    assert sorted(shown) == sorted(mine), "new items like the user's history are reachable"
+    viewed, disliked, untouched = shown
+    now = int(time.time())
+    post_events(
+        client,
+        [
+            {"user_id": user, "item_id": viewed, "type": "view", "timestamp": now},
+            {"user_id": user, "item_id": disliked, "type": "dislike", "timestamp": now},
+        ],
+    )
+    flat = [i for p in walk(client, user, n=10, exploration=0.5) for i in p]
+    assert viewed not in flat, "a seen item came back"
+    assert disliked not in flat, "a disliked item came back"
+    assert untouched in flat
+    flat = [i for p in walk(client, user, n=10, exclude_seen=False, exploration=0.5) for i in p]
+    assert disliked not in flat, "a disliked item came back with exclude_seen=false"
+    assert viewed in flat and untouched in flat
+
+
+# --------------------------------------------------------------------------- boosts
+def test_promoted_item_comes_first(served: Served) -> None:
+    client, world = served.client, served.world
+    user = world.heaviest_user()
+    plain = recs(client, user, n=20)
+    low = ids_of(plain)[-1]
+    assert all("promoted" not in kinds(i) for i in plain["items"])
+    base = served.pipeline
+    rules = base.spec.rules.model_copy(update={"promoted": [low], "boost_promoted": 1e6})
+    promoted = dataclasses.replace(base, spec=base.spec.model_copy(update={"rules": rules}))
+    try:
+        served.install(promoted, version="promoted")
+        body = recs(client, user, n=10)
+        assert body["model_version"] == "promoted"
+        first = body["items"][0]
+        assert first["item_id"] == low, ids_of(body)
+        assert {"kind": "promoted"} in first["reasons"]
+        assert all("promoted" not in kinds(i) for i in body["items"][1:])
+        # The rest keeps its order.
+        assert ids_of(body)[1:] == [i for i in ids_of(plain) if i != low][:9]
+        # A promoted item still obeys the filter and exclusions.
+        got = ids_of(recs(client, user, n=10, filter="attributes.price < 0"))
+        assert got == []
+    finally:
+        served.install()
+    assert base.spec.rules.promoted == [], "the shared pipeline was changed"
+    assert ids_of(recs(client, user, n=20)) == ids_of(plain)
+
+
+def test_promoted_filter_boosts_matching_items(served: Served) -> None:
+    client, world = served.client, served.world
+    user = world.heaviest_user()
+    plain = ids_of(recs(client, user, n=30))
+    rows = catalog(served, plain)
+    cheap = [i for i in plain if rows[i].attributes["price"] < 8]
+    assert cheap and cheap[0] != plain[0], "no cheap item below the top: nothing to prove"
+    base = served.pipeline
+    rules = base.spec.rules.model_copy(
+        update={"promoted_filter": "attributes.price < 8", "boost_promoted": 1e6}
+    )
+    try:
+        served.install(
+            dataclasses.replace(base, spec=base.spec.model_copy(update={"rules": rules})),
+            version="promoted-filter",
+        )
+        body = recs(client, user, n=len(cheap) + 2)
+        head = body["items"][: len(cheap)]
+        assert [i["item_id"] for i in head] == cheap
+        assert all({"kind": "promoted"} in i["reasons"] for i in head)
+        assert all("promoted" not in kinds(i) for i in body["items"][len(cheap) :])
+    finally:
+        served.install()
+
+
+# --------------------------------------------------------------------------- diversity
+def page_categories(served: Served, ids: list[str]) -> list[list[str]]:
+    rows = catalog(served, ids)
+    return [rows[i].categories for i in ids]
+
+
+def test_max_per_category_one(served: Served) -> None:
+    """A category repeats on the page only once the items before it span every category (items
+    have one or two categories: two items can use all four)."""
+    everything = set(served.world.categories)
+    repeated_without_cap = False
+    for user in busy_users(served.world, 8):
+        for n in (2, 3, 4):
+            plain = page_categories(served, ids_of(recs(served.client, user, n=n)))
+            flat = [c for cats in plain for c in cats]
+            repeated_without_cap |= len(flat) != len(set(flat))
+            got = ids_of(recs(served.client, user, n=n, max_per_category=1))
+            assert len(got) == n
+            used: set[str] = set()
+            for item, cats in zip(got, page_categories(served, got), strict=True):
+                assert used.isdisjoint(cats) or used == everything, (user, n, got, item)
+                used |= set(cats)
+    assert repeated_without_cap, "pages never repeated a category: the cap proves nothing"
+
+
+def test_max_per_category_is_a_preference_not_a_short_page(served: Served) -> None:
+    user = served.world.heaviest_user()
+    body = recs(served.client, user, n=10, max_per_category=1)
+    assert len(body["items"]) == 10
+    assert len(set(ids_of(body))) == 10
+
+
+def test_lower_diversity_lambda_gives_more_categories(served: Served) -> None:
+    strictly = False
+    for user in busy_users(served.world, 8):
+        relevant = ids_of(recs(served.client, user, n=5, diversity=1.0))
+        varied = ids_of(recs(served.client, user, n=5, diversity=0.2))
+        assert len(varied) == 5 and set(varied).isdisjoint(served.world.seen[user])
+        n_rel = len({c for cats in page_categories(served, relevant) for c in cats})
+        n_var = len({c for cats in page_categories(served, varied) for c in cats})
+        assert n_var >= n_rel, (user, relevant, varied)
+        strictly |= n_var > n_rel
+        assert relevant == ids_of(recs(served.client, user, n=5)), "1.0 is the default: off"
+    assert strictly, "diversity never changed a page"
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"diversity": 1.5}, "diversity"),
+        ({"diversity": -0.1}, "diversity"),
+        ({"max_per_category": 0}, "max_per_category"),
+        ({"exploration": 0.9}, "exploration"),
+        ({"exploration": "lots"}, "exploration"),
+    ],
+)
+def test_bad_rule_parameters_are_422(served: Served, params: dict[str, Any], field: str) -> None:
+    user = served.world.heaviest_user()
+    response = served.client.get(f"/v1/users/{user}/recommendations", params=params)
+    problem = assert_problem(response, 422)
+    assert error_fields(problem) == [field]
+
+
+# --------------------------------------------------------------------------- exploration
+def test_exploration_shows_new_items_off_the_first_slot(served: Served) -> None:
+    client = served.client
+    user, _ = new_user(served, "garden")
+    # New items of another kind first: the ranker cannot tell new items apart (no model score),
+    # exploration must still pick those that look like the user's history.
+    decoys = new_items("electronics", 4, prefix="decoy")
+    post_items(client, decoys)
+    posted = new_items("garden", 4, prefix="explore")
+    post_items(client, posted)
+    mine = {i["item_id"] for i in posted}
+    body = recs(client, user, n=10, exploration=0.3)
+    explored = [
+        (pos, item["item_id"])
+        for pos, item in enumerate(body["items"])
+        if {"kind": "new", "exploration": True} in item["reasons"]
+    ]
+    assert explored, body
+    assert all(pos != 0 for pos, _ in explored)
+    assert len(explored) <= 3  # 30 % of 10
+    assert len(explored) == 3, body
+    assert {i for _, i in explored} <= mine, (explored, mine)
+    assert [pos for pos, _ in explored] == [2, 5, 9]
+    assert not set(ids_of(body)) & served.world.seen.get(user, set())
+    # Without exploration: no exploration reasons, and the page is the plain ranking.
+    for share in (0, 0.0):
+        plain = recs(client, user, n=10, exploration=share)
+        assert all(r.get("exploration") is not True for i in plain["items"] for r in i["reasons"])
+    assert ids_of(recs(client, user, n=10)) == ids_of(plain)
+    # The explored items are new ones: they carry a publication inside the "new" window.
+    rows = catalog(served, [i for _, i in explored])
+    assert all(rows[i].published_at is not None for _, i in explored)
+
+
+# --------------------------------------------------------------------------- paging
+def test_paging_to_the_end_never_repeats(served: Served) -> None:
+    client, world = served.client, served.world
+    user = world.heaviest_user()
+    pages = walk(client, user, n=7)
+    flat = [i for p in pages for i in p]
+    assert len(pages) >= 3
+    assert all(len(p) == 7 for p in pages[:-1])
+    assert len(flat) == len(set(flat)), flat
+    unseen = set(world.item_categories) - world.seen[user]
+    assert unseen <= set(flat), unseen - set(flat)
+    assert not set(flat) & world.seen[user]
+
+
+def test_paging_survives_new_events_between_pages(served: Served) -> None:
+    client = served.client
+    user, history = new_user(served, "electronics")
+    first = recs(client, user, n=7, exclude_seen=False)
+    page1 = ids_of(first)
+    assert first["next_page_token"]
+    # The user touches page-1 items (and others): the ranking moves, seen items are allowed.
+    now = int(time.time())
+    others = [i for i in served.world.item_categories if i not in page1 and i not in history]
+    post_events(
+        client,
+        [
+            {"user_id": user, "item_id": i, "type": "purchase", "timestamp": now + k}
+            for k, i in enumerate(page1[:4] + others[:3])
+        ],
+    )
+    second = recs(client, user, n=7, exclude_seen=False, page_token=first["next_page_token"])
+    page2 = ids_of(second)
+    assert len(page2) == 7
+    assert not set(page1) & set(page2), (page1, page2)
+    seen_so_far = page1 + page2
+    token = second["next_page_token"]
+    while token:
+        body = recs(client, user, n=7, exclude_seen=False, page_token=token)
+        seen_so_far += ids_of(body)
+        token = body["next_page_token"]
+    assert len(seen_so_far) == len(set(seen_so_far))
+
+
+@pytest.mark.parametrize(
+    "token", ["garbage", "eyJvZmZzZXQiOiA3fQ", "AAAA", "Ag", "!!!", "A" * 16_000]
+)
+def test_garbage_page_token_is_422(served: Served, token: str) -> None:
+    user = served.world.heaviest_user()
+    response = served.client.get(f"/v1/users/{user}/recommendations", params={"page_token": token})
+    problem = assert_problem(response, 422)
+    assert error_fields(problem) == ["page_token"]
+
+
+# --------------------------------------------------------------------------- explanations
+def test_every_item_is_explained(served: Served) -> None:
+    world = served.world
+    titles = {i["item_id"]: i["title"] for i in world.items}
+    similar = popular = 0
+    for user in busy_users(world, 6):
+        for params in ({}, {"diversity": 0.5}, {"category": "books"}):
+            body = recs(served.client, user, n=15, **params)
+            assert body["items"]
+            for item in body["items"]:
+                assert item["reasons"], item
+                for reason in item["reasons"]:
+                    assert isinstance(reason, dict) and isinstance(reason.get("kind"), str)
+                    if reason["kind"] == "similar_to":
+                        similar += 1
+                        assert reason["item_id"] in world.seen[user], (user, reason)
+                        assert reason["title"] == titles[reason["item_id"]], reason
+                        assert reason["item_id"] != item["item_id"]
+                    if reason["kind"] == "popular_in":
+                        popular += 1
+                        assert isinstance(reason.get("window"), str) and reason["window"]
+    assert similar and popular
+
+
+# --------------------------------------------------------------------------- cold items
+def test_new_item_is_reachable_by_content(served: Served) -> None:
+    client, world = served.client, served.world
+    user, history = new_user(served, "home")
+    twin_of = history[0]
+    twin = {
+        **world_item(world, twin_of),
+        "item_id": fresh("cold"),
+        "published_at": int(time.time()),
+    }
+    sibling = {**twin, "item_id": fresh("cold")}
+    post_items(client, [twin, sibling])
+    # Its similar items, by content, name it.
+    response = client.get(f"/v1/items/{twin['item_id']}/similar", params={"n": 5})
+    body = response.json()
+    assert response.status_code == 200 and len(body["items"]) == 5, body
+    for item in body["items"]:
+        assert {
+            "kind": "similar_to",
+            "item_id": twin["item_id"],
+            "title": twin["title"],
+            "via": "content",
+        } in item["reasons"], item
+    got = ids_of(body)
+    assert got[0] in (sibling["item_id"], twin_of), got
+    rows = catalog(served, got)
+    assert all("home" in rows[i].categories for i in got), got
+    # The warm item it copies answers from the model; a cold item of the same kind, by content,
+    # reaches the new ones.
+    warm = client.get(f"/v1/items/{twin_of}/similar", params={"n": 10})
+    assert warm.status_code == 200 and warm.json()["items"]
+    assert twin["item_id"] not in ids_of(warm.json())  # the model has never seen it
+    # Recommendations: on a long page, and on an exploration slot.
+    assert twin["item_id"] in ids_of(recs(client, user, n=100))
+    explored = recs(client, user, n=10, exploration=0.5)
+    assert {twin["item_id"], sibling["item_id"]} & set(ids_of(explored)), explored
+
+
+def test_truncated_page_token_is_refused_not_forgotten(served: Served) -> None:
+    """A token cut short (copy-paste, a proxy's URL limit) must not silently forget the items
+    already shown: refused with 422, or at least no repeats."""
+    client, world = served.client, served.world
+    user = world.heaviest_user()
+    first = recs(client, user, n=7)
+    second = recs(client, user, n=7, page_token=first["next_page_token"])
+    token = second["next_page_token"]
+    shown = set(ids_of(first) + ids_of(second))
+    for cut in range(1, len(token) - 4):
+        response = client.get(
+            f"/v1/users/{user}/recommendations", params={"n": 7, "page_token": token[:-cut]}
+        )
+        if response.status_code == 200:
+            assert not set(ids_of(response.json())) & shown, cut
+        else:
+            assert error_fields(assert_problem(response, 422)) == ["page_token"]
+
+
+def test_items_added_before_the_model_is_installed_are_reachable(served: Served) -> None:
+    """An item posted while a model trains (or before a restart) is in no model: serving must
+    still put it on the content axis when the model is installed."""
+    client = served.client
+    user, _ = new_user(served, "electronics")
+    early, later = new_items("electronics", 2, prefix="early")
+    post_items(client, [early])
+    time.sleep(0.01)
+    post_items(client, [later])  # the catalogue moves on after it
+    try:
+        served.install(version="p2")  # a hot swap, or a restart that loads the champion
+        body = client.get(f"/v1/items/{early['item_id']}/similar", params={"n": 5}).json()
+        assert body["items"], body
+        assert all(
+            r
+            == {
+                "kind": "similar_to",
+                "item_id": early["item_id"],
+                "title": early["title"],
+                "via": "content",
+            }
+            for item in body["items"]
+            for r in item["reasons"]
+        ), body
+        assert early["item_id"] in ids_of(recs(client, user, n=100))
+    finally:
+        served.install()
+
+
+def test_new_item_text_counts_for_content(served: Served) -> None:
+    """The free text of an item added after training is part of its content, as in training."""
+    client = served.client
+    item = {
+        "item_id": fresh("text"),
+        "title": "Zyxwv",
+        "text": "garden garden garden",
+        "published_at": int(time.time()),
+    }
+    post_items(client, [item])
+    body = client.get(f"/v1/items/{item['item_id']}/similar", params={"n": 5}).json()
+    assert len(body["items"]) == 5, body
+    assert all(
+        {"kind": "similar_to", "item_id": item["item_id"], "title": "Zyxwv", "via": "content"}
+        in i["reasons"]
+        for i in body["items"]
+    ), body
+    rows = catalog(served, ids_of(body))
+    assert all("garden" in (rows[i].title or "").lower() for i in ids_of(body)), body
