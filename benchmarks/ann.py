@@ -33,9 +33,16 @@ most top-10 lists as they do with real factors. Users (queries) come from the sa
 Checked against iALS factors of MovieLens-100K (64 factors): item norm p99/p50 3.3 here against
 3.6-3.8 there, 0.036 distinct items per top-10 slot at the same size against 0.028-0.037.
 
+``--shipped`` also measures the class the pipeline ships, ``smartrec.pipeline.ann.VectorIndex``
+with its default :class:`AnnConfig` (builds on ``--build-threads``), the same way: recall@10 and
+queries/s one ``search(q, k)`` call at a time on one thread against the exact search of the same
+run, so the figure quoted for the shipped code comes from the shipped code. It is reported
+apart from the library comparison; ``--candidates ''`` measures it alone (usearch is then not
+needed).
+
 Run from the repository root:
-``.venv/bin/python benchmarks/ann.py [--items 1000000] [--dim 64] [--queries 1000] [--json]``.
-Progress goes to stderr; the table (or ``--json``) to stdout.
+``.venv/bin/python benchmarks/ann.py [--items 1000000] [--dim 64] [--queries 1000] [--shipped]
+[--json]``. Progress goes to stderr; the table (or ``--json``) to stdout.
 """
 
 from __future__ import annotations
@@ -421,6 +428,42 @@ def usearch_hnsw(
     return b.sweep(head, efs, make)
 
 
+def shipped(b: Bench) -> Row:
+    """smartrec's ``VectorIndex`` with its default config (builds on ``build_threads``)."""
+    from smartrec.pipeline.ann import AnnConfig, VectorIndex
+
+    config = AnnConfig(build_threads=b.build_threads)
+    log(f"smartrec VectorIndex, default config: building on {b.build_threads} thread(s)")
+    with threads(b.build_threads):
+        t0 = time.perf_counter()
+        index = VectorIndex.build(b.items, config)
+        build_s = time.perf_counter() - t0
+    n, d = b.items.shape
+    if index.exact:
+        kind, params, space, mem = "VectorIndex exact", "-", "ip", n * d * 4
+    else:
+        nlist = index.nlist or 0
+        kind, params, space = f"VectorIndex IVFFlat nlist={nlist}", f"nprobe={config.nprobe}", "aug"
+        mem = n * d * 4 + n * ((d + 1) * 4 + 8) + nlist * (d + 1) * 4  # vectors + IVF
+    found, secs = run_one_at_a_time(lambda q: index.search(q, b.k)[0], b.queries, b.k)
+    qps = len(b.queries) / secs
+    row = Row(
+        "smartrec",
+        kind,
+        space,
+        params,
+        build_s,
+        b.build_threads,
+        mem / 2**20,
+        recall(found, b.truth),
+        qps,
+        1e6 / qps,
+        qps / b.exact_qps,
+    )
+    log(f"  smartrec {kind} {params}: recall {row.recall:.4f}, {qps:,.0f} q/s, {row.speedup:.1f}x")
+    return row
+
+
 # --------------------------------------------------------------------------- report
 def recommendation(rows: list[Row]) -> list[str]:
     """The fastest configuration of each library at recall >= target, and the winner."""
@@ -558,6 +601,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma list of glob patterns of builds to leave out, e.g. '*/ip/M16*' "
         "(keys: faiss-hnsw/SPACE/M16, faiss-ivf/SPACE, usearch/SPACE/M16/f32)",
     )
+    p.add_argument(
+        "--shipped",
+        action="store_true",
+        help="also measure smartrec.pipeline.ann.VectorIndex with its default config",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = p.parse_args(argv)
     unknown = set(args.spaces) - set(SPACES)
@@ -616,7 +664,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         import faiss
-        import usearch
+
+        usearch_version = "not used"
+        if "usearch" in args.candidates:
+            import usearch
+
+            usearch_version = usearch.__version__
     except ModuleNotFoundError as exc:
         print(
             f"{exc.name} is not installed: pip install -e '.[ann]' (faiss-cpu and usearch)",
@@ -665,9 +718,10 @@ def main(argv: list[str] | None = None) -> int:
             args.min_speedup,
         )
         rows = run_candidates(b, builds)
+        ours = shipped(b) if args.shipped else None
         threads_at_end = thread_report()
     total_s = time.perf_counter() - started
-    verdict = recommendation(rows)
+    verdict = recommendation(rows) if rows else []  # none with --candidates ''
     p1, p50, p99 = np.percentile(norms, [1, 50, 99])
     distinct = len(np.unique(truth))
 
@@ -676,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": vars(args),
             "versions": {
                 "faiss": faiss.__version__,
-                "usearch": usearch.__version__,
+                "usearch": usearch_version,
                 "numpy": np.__version__,
             },
             "machine": note,
@@ -691,6 +745,7 @@ def main(argv: list[str] | None = None) -> int:
             "skipped": skipped,
             "rows": [asdict(r) | {"meets": r.meets} for r in rows],
             "recommendation": verdict,
+            "shipped": None if ours is None else asdict(ours) | {"meets": ours.meets},
             "total_s": total_s,
         }
         print(json.dumps(doc, indent=2))
@@ -701,9 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         f"ANN for maximum inner product: {args.items:,} items x {args.dim} dims, "
         f"{args.queries:,} queries, top {args.k}, seed {args.seed}"
     )
-    print(
-        f"faiss {faiss.__version__}, usearch {usearch.__version__}, numpy {np.__version__}; {note}"
-    )
+    print(f"faiss {faiss.__version__}, usearch {usearch_version}, numpy {np.__version__}; {note}")
     print(
         f"data: item norm p1/p50/p99/max {p1:.3f}/{p50:.3f}/{p99:.3f}/{norms.max():.3f}; "
         f"{distinct:,} distinct items in the {args.queries:,} exact top-{args.k} lists; "
@@ -756,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
         "1.0x",
         "",
     ]
-    print(table(head, [exact_row, *table_rows(rows)]))
+    print(table(head, [exact_row, *table_rows(rows + ([ours] if ours else []))]))
     print()
     print(
         f"target: recall@10 >= {RECALL_TARGET} at >= {SPEEDUP_TARGET:.0f}x exact one at a time "
@@ -764,6 +817,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     for line in verdict:
         print(line)
+    if ours is not None:
+        print(
+            f"shipped: smartrec.pipeline.ann.VectorIndex, default config ({ours.index} "
+            f"{ours.params}): recall@10 {ours.recall:.3f}, {ours.qps:,.0f} q/s one search() call "
+            f"at a time on 1 thread = {ours.speedup:.0f}x exact; "
+            f"{'meets' if ours.meets else 'misses'} the target"
+        )
     print(f"total {total_s:.0f} s")
     return 0
 

@@ -11,23 +11,32 @@ query a 0, so that the L2 order of the augmented vectors is the inner-product or
 originals (inner-product IVF on the plain vectors stalled at 0.70 recall@10 there). The scores
 returned are always true inner products, recomputed from the item vectors, best first.
 
-Filtering (faiss timings a query at 1M x 64, nlist 4000, nprobe 32, one thread):
+Filtering (times a query at 1M x 64, nlist 4000, nprobe 32, one thread, on a busy 2-core
+machine; recall@10 against the exact top 10 under the same filter):
 
 - ``allowed`` (a boolean mask over the items) becomes a faiss ``IDSelectorBitmap`` in the
-  per-call search parameters, so the scan of the probed lists skips disallowed items and the top
-  k is the best allowed items found there however rare they are. Over-fetching instead cannot
-  know how far to go (about k / share allowed) and was slower on rare masks: 1% allowed, 126 us
-  with the bitmap (30-50 us of it packing the mask) against 271 us over-fetching 3,000;
-  0.1% allowed, 191 against 1,768 us.
+  per-call search parameters, so the scan of the probed lists skips disallowed items.
+  Over-fetching instead cannot know how far to go (about k / share allowed) and was slower on
+  rare masks (1% allowed: 126 us with the bitmap, 30-50 us of it packing the mask, against
+  271 us over-fetching 3,000; 0.1%: 191 against 1,768 us). A filter thins out every list, so
+  recall fell at nprobe 32 (0.84 with 10% allowed, 0.54 with 1%): the probe widens to
+  ``nprobe / sqrt(share eligible)`` lists, which kept 0.97-0.99 for 5-50% allowed at
+  60-95 us in faiss (``nprobe / share``, meeting as many eligible items as an unfiltered
+  search, overshot: 0.997-1.0 at up to 12 times the time). When scoring the eligible items
+  alone costs less than that scan (:data:`EXACT_ITEM_COST`; with the defaults, under about
+  1.6% eligible) they are scored exactly instead, with faiss's ``knn_inner_products_by_idx``
+  (no copy of the vectors). Through :meth:`VectorIndex.search`: recall@10 0.97-1.0 at
+  150-380 us for 50% down to 0.1% allowed (unfiltered: 0.964 at 60 us).
 - ``exclude`` (item indices, typically a user's few seen items): up to
   :data:`OVERFETCH_MAX_EXCLUDE` ids, fetch ``k + len(exclude)`` and drop them, which needs no
   per-call bitmap of n bits (10 ids: 41 against 52 us); more ids go into a bitmap with their
   bits cleared (1,000 ids: 58 against 140 us; 10,000: 118 against 477 us). With ``allowed``,
   excluded ids are just cleared from its bitmap.
-- When fewer than ``min(k, eligible items)`` results survive (the probed lists held too few
-  eligible items), that query falls back to an exact search over the eligible items with faiss's
-  ``knn_inner_products_by_idx`` (no copy of the vectors; 0.6 ms for 10,000 eligible items out
-  of 1M), so a result is never short when enough items are eligible.
+- When fewer than ``min(k, eligible items)`` results survive (eligible items plentiful but far
+  from the query, as a category filter can make them), that query falls back to an exact
+  search over the eligible items, so a result is never short when enough items are eligible.
+
+The exact mode follows the same rules, its "scan" being all the items.
 
 Threads: the OpenMP thread count (``omp_set_num_threads``) is a per-thread setting (the
 nthreads-var ICV; checked with the libgomp that faiss-cpu bundles, and tested): it changes the
@@ -67,6 +76,9 @@ ANN_JSON = "ann.json"
 FORMAT = 1
 #: Up to this many excluded ids are over-fetched and dropped; more go into a bitmap selector.
 OVERFETCH_MAX_EXCLUDE = 128
+#: Scoring one eligible item by id costs about this many IVF entries scanned (gather, cache
+#: misses): below that ratio a filtered search scores the eligible items alone, exactly.
+EXACT_ITEM_COST = 4
 #: Each coarse list should get at least this many training vectors (faiss warns below 39).
 MIN_TRAIN_PER_LIST = 39
 #: Rows augmented and added to the IVF index per call, to bound the temporary copy.
@@ -79,11 +91,12 @@ class AnnConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: Fewer items than this: exhaustive search (exact, and cheap at this size).
+    #: Fewer items than this: exhaustive search, exact and build-free (about 0.2-0.3 ms a query
+    #: at 50,000 x 64, where IVF takes 0.03 ms at 0.98 recall@10).
     exact_below: int = Field(default=50_000, ge=0)
     #: IVF coarse lists; None = round(4 sqrt(n)), capped at training vectors / 39.
     nlist: int | None = Field(default=None, ge=1)
-    #: Lists scanned per query (capped at nlist): 0.961 recall@10 at 1M items in the benchmark.
+    #: Lists scanned per query (capped at nlist): recall@10 0.968 at 1M x 64 (benchmarks/ann.py).
     nprobe: int = Field(default=32, ge=1)
     #: At most this many items (a seeded sample) train the coarse quantizer.
     train_sample: int = Field(default=160_000, ge=1)
@@ -249,34 +262,49 @@ class VectorIndex:
         mask = self._allowed(allowed)
         n = self.n_items
 
+        filtered = mask is not None or ex.size > OVERFETCH_MAX_EXCLUDE  # else over-fetch
+        drop = ex if ex.size and not filtered else None
+        fetch = min(n, k + (drop.size if drop is not None else 0))
+        nprobe = self._nprobe
+        n_eligible: int | None = None
+        threads = 1 if len(q) == 1 else self._config.batch_threads
         bitmap: np.ndarray | None = None
-        drop: np.ndarray | None = None
-        if mask is not None:
-            bitmap = np.packbits(mask, bitorder="little")
-        elif ex.size > OVERFETCH_MAX_EXCLUDE:
-            bitmap = np.full((n + 7) // 8, 0xFF, dtype=np.uint8)
-        elif ex.size:
-            drop = ex
-        if bitmap is not None and ex.size:
-            _clear_bits(bitmap, ex)
+        if filtered:
+            # A filter thins out every list: probe nprobe / sqrt(share eligible) lists (see the
+            # module docs), unless scoring just the eligible items costs less than that scan.
+            n_eligible = self._eligible_count(mask, ex)
+            scanned = float(n)
+            if self._index is not None:
+                nlist = int(self._index.nlist)
+                share = max(n_eligible, 1) / n
+                nprobe = min(nlist, math.ceil(self._nprobe / math.sqrt(share)))
+                scanned = n * nprobe / nlist
+            if n_eligible * EXACT_ITEM_COST <= scanned:
+                with _omp_threads(threads):
+                    ids, scores = self._exact_rows(q, self._eligible_ids(mask, ex), k)
+                return (ids[0], scores[0]) if single else (ids, scores)
+            if mask is not None:
+                bitmap = np.packbits(mask, bitorder="little")
+            else:
+                bitmap = np.full((n + 7) // 8, 0xFF, dtype=np.uint8)
+            if ex.size:
+                _clear_bits(bitmap, ex)
+
         # the array form keeps a reference to the bitmap for as long as the selector lives
         selector = None if bitmap is None else _faiss_untyped().IDSelectorBitmap(bitmap)
-        fetch = min(n, k + (drop.size if drop is not None else 0))
-
-        with _omp_threads(1 if len(q) == 1 else self._config.batch_threads):
-            ids = self._candidates(q, fetch, selector)
+        with _omp_threads(threads):
+            ids = self._candidates(q, fetch, selector, nprobe)
             if drop is not None:  # sorted and unique: a binary search beats np.isin here
                 at = np.minimum(np.searchsorted(drop, ids), drop.size - 1)
                 ids[drop[at] == ids] = -1
             ids, scores = self._rank(q, ids, k)
             if ids[:, -1].min() < 0:  # some row short: rows are -1 padded at the end
-                found = (ids >= 0).sum(axis=1)
-                want = min(k, self._eligible_count(mask, ex))
-                rows = np.flatnonzero(found < want)
-                if rows.size:
+                if n_eligible is None:
+                    n_eligible = self._eligible_count(mask, ex)
+                short = np.flatnonzero((ids >= 0).sum(axis=1) < min(k, n_eligible))
+                if short.size:
                     eligible = self._eligible_ids(mask, ex)
-                    for r in rows:
-                        ids[r], scores[r] = self._exact_row(q[r : r + 1], eligible, k)
+                    ids[short], scores[short] = self._exact_rows(q[short], eligible, k)
         if single:
             return ids[0], scores[0]
         return ids, scores
@@ -321,7 +349,7 @@ class VectorIndex:
         return mask
 
     def _candidates(
-        self, q: np.ndarray, fetch: int, selector: faiss.IDSelector | None
+        self, q: np.ndarray, fetch: int, selector: faiss.IDSelector | None, nprobe: int
     ) -> np.ndarray:
         """Ids (b, fetch) from the index or the brute-force kernel, -1 padded; writable."""
         import faiss
@@ -331,8 +359,8 @@ class VectorIndex:
             x[:, :-1] = q
             params = (
                 self._plain_params
-                if selector is None
-                else _faiss_untyped().SearchParametersIVF(nprobe=self._nprobe, sel=selector)
+                if selector is None and nprobe == self._nprobe
+                else _faiss_untyped().SearchParametersIVF(nprobe=nprobe, sel=selector)
             )
             _, ids = self._index.search(x, fetch, params=params)
             return ids
@@ -388,30 +416,30 @@ class VectorIndex:
         keep[ex] = False
         return np.flatnonzero(keep).astype(np.int64, copy=False)
 
-    def _exact_row(
+    def _exact_rows(
         self, q: np.ndarray, eligible: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top k of one query (1, d) among ``eligible`` ids, without copying vectors."""
-        import faiss
-
+        """Exact top k of queries (b, d) among ``eligible`` ids, without copying vectors."""
+        fa = _faiss_untyped()
         m = min(k, eligible.size)
-        dist = np.empty((1, m), dtype=np.float32)
-        ids = np.empty((1, m), dtype=np.int64)
-        _faiss_untyped().knn_inner_products_by_idx(
-            faiss.swig_ptr(q),
-            faiss.swig_ptr(self._vectors),
-            faiss.swig_ptr(eligible),
-            self.dim,
-            1,
-            self.n_items,
-            eligible.size,
-            m,
-            faiss.swig_ptr(dist),
-            faiss.swig_ptr(ids),
-            eligible.size,
-        )
-        out_ids, out_scores = self._rank(q, ids, k)
-        return out_ids[0], out_scores[0]
+        ids = np.full((len(q), max(m, 1)), -1, dtype=np.int64)
+        dist = np.empty((1, max(m, 1)), dtype=np.float32)
+        for r in range(len(q) if m else 0):
+            row = np.ascontiguousarray(q[r : r + 1])
+            fa.knn_inner_products_by_idx(
+                fa.swig_ptr(row),
+                fa.swig_ptr(self._vectors),
+                fa.swig_ptr(eligible),
+                self.dim,
+                1,
+                self.n_items,
+                eligible.size,
+                m,
+                fa.swig_ptr(dist),
+                fa.swig_ptr(ids[r]),
+                eligible.size,
+            )
+        return self._rank(q, ids, k)
 
     # ----------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
