@@ -322,3 +322,19 @@ def test_offline_diversity_rule_spreads_categories(world: Any, fitted: TrainedPi
     val = stratified_validation(data)
     assert val.n_users > 0
     assert not (val.relevant.multiply(val.train.seen[val.users])).nnz  # nothing already seen
+
+
+def test_tune_pipeline_never_loses_to_the_spec_it_was_given(world: Any, spec: PipelineSpec) -> None:
+    from smartrec.pipeline.tuning import apply_pipeline_params, tune_pipeline
+    from smartrec.training.tune import temporal_validation
+
+    data, catalog, _ = world
+    result = tune_pipeline(
+        data, spec, catalog, 12.0, lambda d: temporal_validation(d, 0.15), seed=0
+    )
+    assert result.n_trials >= 2
+    assert result.value >= result.default_value
+    assert result.seconds < 60
+    tuned = apply_pipeline_params(spec, result.params)
+    assert tuned.ranker.kind == result.params["kind"]
+    assert {r.name: r.weight for r in tuned.retrievers} == result.params["weights"]

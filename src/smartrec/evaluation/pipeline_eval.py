@@ -45,6 +45,8 @@ from smartrec.storage.ports import CatalogItem
 
 Progress = Callable[[str], None]
 TUNED_ALGORITHMS = ("ease", "als", "itemknn")
+#: Share of the tuning budget for the models; the rest tunes the ranking stage.
+MODEL_SHARE = 0.6
 
 
 def stratified_validation(data: Interactions, seed: int = 1) -> Any:
@@ -124,11 +126,12 @@ def run_pipeline_protocol(
     if tune_budget_s > 0:
         from smartrec.training.tune import tune
 
-        say(f"tuning {', '.join(TUNED_ALGORITHMS)} for {tune_budget_s:.0f}s on a split of train")
+        model_budget = tune_budget_s * MODEL_SHARE
+        say(f"tuning {', '.join(TUNED_ALGORITHMS)} for {model_budget:.0f}s on a split of train")
         result = tune(
             train,
             TUNED_ALGORITHMS,
-            tune_budget_s,
+            model_budget,
             split=lambda d: stratified_validation(d, seed + 1),
             defaults={a: params[a] for a in TUNED_ALGORITHMS},
             seed=seed,
@@ -151,6 +154,28 @@ def run_pipeline_protocol(
     rows = evaluate(models, train, test, k=k, progress=say)
     users = evaluation_users(test)
     base_spec = (spec or load_spec()).with_models(params)
+    if tuning is not None:
+        from smartrec.pipeline.tuning import apply_pipeline_params, tune_pipeline
+
+        budget = tune_budget_s * (1 - MODEL_SHARE)
+        say(f"tuning the ranking stage for {budget:.0f}s on the same split of train")
+        chosen = tune_pipeline(
+            train,
+            base_spec,
+            catalog,
+            budget,
+            lambda d: stratified_validation(d, seed + 1),
+            label_split="random",
+            seed=seed,
+            progress=say,
+        )
+        base_spec = apply_pipeline_params(base_spec, chosen.params)
+        tuning["pipeline"] = {
+            "params": chosen.params,
+            "validation_ndcg": chosen.value,
+            "default_validation_ndcg": chosen.default_value,
+            "trials": chosen.n_trials,
+        }
 
     def pipeline_row(name: str, s: PipelineSpec, div: float = 1.0) -> tuple[dict[str, Any], Any]:
         t0 = time.perf_counter()
@@ -174,8 +199,16 @@ def run_pipeline_protocol(
     fusion_spec = base_spec.model_copy(
         update={"ranker": base_spec.ranker.model_copy(update={"kind": "fusion"})}
     )
-    fusion_row, _ = pipeline_row("pipeline-fusion", fusion_spec)
-    ranker_row, pipe = pipeline_row("pipeline", base_spec)
+    ranker_spec = base_spec.model_copy(
+        update={"ranker": base_spec.ranker.model_copy(update={"kind": "lightgbm"})}
+    )
+    fusion_row, fusion_pipe = pipeline_row("pipeline-fusion", fusion_spec)
+    ranker_row, ranker_pipe = pipeline_row("pipeline-ranker", ranker_spec)
+    # "pipeline" is the configuration as specified (or as tuning chose it), what would serve.
+    chosen_kind = base_spec.ranker.kind
+    pipe = ranker_pipe if chosen_kind == "lightgbm" else fusion_pipe
+    chosen_row = dict(ranker_row if chosen_kind == "lightgbm" else fusion_row)
+    chosen_row["model"] = "pipeline"
     t0 = time.perf_counter()
     div_recs = pipeline_top_k(pipe, train, users, max(k, 20), diversity=diversity)
     div_row = evaluate_recommendations(
@@ -187,7 +220,7 @@ def run_pipeline_protocol(
         predict_seconds=round(time.perf_counter() - t0, 3),
         params={"diversity": diversity},
     )
-    rows += [fusion_row, ranker_row, div_row]
+    rows += [fusion_row, ranker_row, chosen_row, div_row]
     single = max(
         (r for r in rows if not r["model"].startswith("pipeline")), key=lambda r: r[f"ndcg@{k}"]
     )
@@ -196,9 +229,10 @@ def run_pipeline_protocol(
         {"stage": f"best single model ({single['model']})", **{c: single.get(c) for c in keys}},
         {"stage": "+ retrievers, score fusion", **{c: fusion_row.get(c) for c in keys}},
         {
-            "stage": f"+ learned ranker ({pipe.info.get('ranker')})",
+            "stage": f"+ learned ranker ({ranker_pipe.info.get('ranker')})",
             **{c: ranker_row.get(c) for c in keys},
         },
+        {"stage": f"chosen: {chosen_kind}", **{c: chosen_row.get(c) for c in keys}},
         {"stage": f"+ diversity (MMR {diversity})", **{c: div_row.get(c) for c in keys}},
     ]
     return {

@@ -49,8 +49,9 @@ class RetrieverConfig(_Config):
     n: int = Field(default=100, ge=1, le=5000)
     #: Weight in score fusion (the ranker's fallback); tuned with the ranker.
     weight: float = Field(default=1.0, ge=0.0)
-    #: neighbours / content: how many of the newest history items form the query.
-    recent: int = Field(default=50, ge=1, le=500)
+    #: neighbours / content: how many of the newest history items form the query (measured
+    #: on ML-100K: EASE on the newest 50 items loses ~0.02 nDCG against the whole history).
+    recent: int = Field(default=500, ge=1, le=500)
     #: popular: the windows counted (each gives a feature; the first ranks the retriever).
     windows: list[str] = Field(default_factory=lambda: ["7d", "30d"])
     #: content: "cold" scores only items with few events (cheap at any catalogue size; that is
@@ -84,6 +85,11 @@ class RankerConfig(_Config):
     min_users: int = Field(default=50, ge=1)
     min_positives: int = Field(default=200, ge=1)
     candidates: int = Field(default=300, ge=10, le=5000)
+    #: Training lists are stacked from this many label splits (random splits only; a time
+    #: split has one later window). More rows, less variance.
+    folds: int = Field(default=1, ge=1, le=10)
+    #: LightGBM ranking objective: lambdarank (LambdaMART), rank_xendcg, or binary.
+    objective: Literal["lambdarank", "rank_xendcg", "binary"] = "lambdarank"
     params: dict[str, Any] = Field(
         default_factory=lambda: {
             "n_estimators": 300,
