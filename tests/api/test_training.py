@@ -149,3 +149,36 @@ def test_a_job_whose_process_stopped_beating_reads_as_failed(client: TestClient)
     job = client.get("/v1/training-jobs/silent-job").json()
     assert job["status"] == "failed"
     assert "stopped" in job["error"]
+
+
+def test_job_with_a_tuning_budget_tunes_logs_and_reuses(
+    make_client: AppFactory, world: World
+) -> None:
+    """tune_budget_s: models and the ranking stage are tuned on the training data, logged to
+    MLflow, and the next job (without a budget) starts from the chosen values."""
+    from smartrec.training.tune import load_tuned_params
+
+    client = make_client(
+        models={"ease": {"l2": 50.0}, "als": {"factors": 8, "iterations": 3}},
+    )
+    load_world(client, world)
+    response = client.post("/v1/training-jobs", json={"tune_budget_s": 8})
+    assert response.status_code == 202
+    job = wait_job(client, response.json()["job_id"])
+    assert job["status"] == "succeeded", job
+    assert "pipeline" in job["result"]["candidates"]
+    tuned = load_tuned_params(runtime(client).registry)
+    assert {"ease", "als", "pipeline"} <= set(tuned)
+    assert tuned["pipeline"]["kind"] in ("fusion", "lightgbm")
+    # The next job reads them back (the configured models pin their values; the ranking stage
+    # takes the tuned choices).
+    trainer = runtime(client).trainer
+    trainer._configured_models(lambda _m: None, 0.0)
+    assert trainer._tuned_pipeline == tuned["pipeline"]
+    spec = trainer.pipeline_spec({"ease": {"l2": 50.0}})
+    assert spec.ranker.kind == tuned["pipeline"]["kind"]
+
+
+def test_tuning_budget_is_validated(client: TestClient) -> None:
+    problem = assert_problem(client.post("/v1/training-jobs", json={"tune_budget_s": -1}), 422)
+    assert error_fields(problem) == ["tune_budget_s"]

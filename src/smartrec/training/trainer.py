@@ -79,6 +79,7 @@ class Trainer:
         self.store = store
         self.registry = registry
         self.catalog: dict[str, CatalogItem] = {}
+        self._tuned_pipeline: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- data
     def load_data(self) -> Interactions:
@@ -164,9 +165,21 @@ class Trainer:
         recs = recommend_users(pipeline, val.train, val.users, K)
         return ranking_metrics(recs, val.relevant, K, n_items=val.train.n_items)
 
-    def pipeline_spec(self, configs: dict[str, dict[str, Any]]) -> PipelineSpec:
-        """The configured pipeline, its models' parameters from the training configuration."""
-        return load_spec(self.settings.pipeline_file).with_models(configs)
+    def pipeline_spec(
+        self, configs: dict[str, dict[str, Any]], tuned: dict[str, Any] | None = None
+    ) -> PipelineSpec:
+        """The configured pipeline, its models' parameters from the training configuration and
+        its ranking choices from the newest tuning (when there is one)."""
+        from smartrec.pipeline.tuning import apply_pipeline_params
+
+        spec = load_spec(self.settings.pipeline_file).with_models(configs)
+        chosen = self._tuned_pipeline if tuned is None else tuned
+        if chosen:
+            try:
+                spec = apply_pipeline_params(spec, chosen)
+            except Exception as exc:  # a tuning of another pipeline file: ignore it
+                log.warning("tuned pipeline parameters not applied: %s", exc)
+        return spec
 
     def _configured_models(self, say: Progress, budget_s: float) -> dict[str, dict[str, Any]]:
         """The configured models with tuned values where the configuration does not pin them;
@@ -181,23 +194,44 @@ class Trainer:
 
         configs = dict(self.settings.models)
         if budget_s > 0:
-            say(f"tuning {sorted(configs)} for {budget_s:.0f}s")
+            data = self.load_data()
+            model_budget = budget_s * (0.6 if self.settings.pipeline_enabled else 1.0)
+            say(f"tuning {sorted(configs)} for {model_budget:.0f}s")
             result = tune(
-                self.load_data(),
+                data,
                 list(configs),
-                budget_s,
+                model_budget,
                 defaults=configs,
                 validation_fraction=self.settings.validation_fraction,
                 progress=say,
             )
+            if self.settings.pipeline_enabled:
+                from smartrec.pipeline.tuning import tune_pipeline
+                from smartrec.training.tune import temporal_validation
+
+                tuned_models = apply_tuned(configs, result.best_params, {})
+                fraction = self.settings.validation_fraction
+                try:
+                    chosen = tune_pipeline(
+                        data,
+                        self.pipeline_spec(tuned_models, {}),
+                        self.catalog,
+                        budget_s - model_budget,
+                        lambda d: temporal_validation(d, fraction),
+                        progress=say,
+                    )
+                    result.best_params[PIPELINE] = chosen.params
+                except Exception as exc:  # the models' tuning still counts
+                    say(f"pipeline tuning failed: {type(exc).__name__}: {exc}")
             log_tuning(result, self.registry, self.settings.experiment)
         try:
             tuned = load_tuned_params(self.registry, self.settings.experiment)
         except Exception as exc:  # the registry may be unreachable; train on the configuration
             say(f"tuned parameters not read: {type(exc).__name__}: {exc}")
             return configs
+        self._tuned_pipeline = dict(tuned.get(PIPELINE, {}))
         if tuned:
-            say(f"using tuned parameters for {sorted(set(tuned) & set(configs))}")
+            say(f"using tuned parameters for {sorted(set(tuned) & {*configs, PIPELINE})}")
         return apply_tuned(configs, tuned, explicit_models(self.settings))
 
     # ----------------------------------------------------------------- the run
