@@ -699,3 +699,23 @@ def test_new_item_text_counts_for_content(served: Served) -> None:
     ), body
     rows = catalog(served, ids_of(body))
     assert all("garden" in (rows[i].title or "").lower() for i in ids_of(body)), body
+
+
+def test_rankings_use_the_pipeline_and_explain(served: Served) -> None:
+    """POST /v1/rankings: the caller's list scored by the same pipeline, each item explained;
+    items it recommends first rank above items it ranks far down; unknown ids go last."""
+    user = busy_users(served.world)[0]
+    pages = walk(served.client, user, n=10)
+    assert len(pages) >= 3
+    strong, weak = pages[0][:4], pages[-1][-4:]
+    given = weak + strong + ["no-such-item"]
+    response = served.client.post("/v1/rankings", json={"user_id": user, "item_ids": given})
+    assert response.status_code == 200
+    body = response.json()
+    ranked = [i["item_id"] for i in body["items"]]
+    assert sorted(ranked) == sorted(given)
+    assert ranked[-1] == "no-such-item"
+    assert body["items"][-1]["reasons"] == [{"kind": "unknown_item"}]
+    assert len(set(ranked[:4]) & set(strong)) >= 3
+    assert all(i["reasons"] for i in body["items"])
+    assert body["model_version"] == "p1"

@@ -286,8 +286,17 @@ class TrainedPipeline:
         order: np.ndarray = cache[window]
         return order
 
-    def retrieve(self, q: UserQuery, allowed: np.ndarray | None = None) -> Candidates:
-        """The union of every retriever's top-n, each candidate scored by every retriever."""
+    def retrieve(
+        self,
+        q: UserQuery,
+        allowed: np.ndarray | None = None,
+        items: np.ndarray | None = None,
+    ) -> Candidates:
+        """The union of every retriever's top-n, each candidate scored by every retriever.
+
+        With ``items`` (the caller's own list, ``POST /v1/rankings``) those are the candidates:
+        the retrievers still run, so that each item's rank in their lists is a feature.
+        """
         blocked = np.asarray(q.exclude, dtype=np.int64)
         tops: list[np.ndarray] = []
         scorers: list[Callable[[np.ndarray], np.ndarray]] = []
@@ -295,9 +304,13 @@ class TrainedPipeline:
             top, scorer = self._retrieve_one(r, q, blocked, allowed)
             tops.append(top)
             scorers.append(scorer)
-        everything = np.concatenate(tops) if tops else np.zeros(0, dtype=np.int64)
-        items = np.unique(everything)
-        if items.size > self.spec.ranker.candidates:
+        forced = items is not None
+        if items is not None:
+            items = np.asarray(items, dtype=np.int64)
+        else:
+            everything = np.concatenate(tops) if tops else np.zeros(0, dtype=np.int64)
+            items = np.unique(everything)
+        if not forced and items.size > self.spec.ranker.candidates:
             # Keep the best-ranked: a candidate's best rank over the retrievers.
             best = np.full(items.size, np.inf)
             for top in tops:

@@ -936,6 +936,8 @@ class RecommendationService:
                 [Recommendation(i, pop.get(i, 0.0), [{"kind": "popular"}]) for i in ranked], None
             )
         history = self.store.user_history(user_id, HISTORY_LIMIT)
+        if state.pipeline is not None:
+            return self._rank_pipeline(state, user_id, history, ordered)
         conf, _, _ = state.user_rows(history)
         uidx = state.users.get(user_id)
         idx = state.items.index(ordered)
@@ -951,6 +953,51 @@ class RecommendationService:
         unknown = [i for i, j in zip(ordered, idx.tolist(), strict=True) if j < 0]
         known.sort(key=lambda t: -t[1])
         recs = [Recommendation(i, s, [dict(kind)]) for i, s in known]
+        recs += [Recommendation(i, 0.0, [{"kind": "unknown_item"}]) for i in unknown]
+        return Results(recs, state.version)
+
+    def _rank_pipeline(
+        self,
+        state: ServingState,
+        user_id: str,
+        history: Sequence[tuple[str, str, float | None]],
+        ordered: list[str],
+    ) -> Results:
+        """The caller's list scored by the pipeline's ranker, with the same reasons."""
+        pipeline = state.pipeline
+        assert pipeline is not None
+        conf, _, hist_idx = state.user_rows(history)
+        query = UserQuery(
+            conf=conf,
+            user=state.users.get(user_id),
+            recent=[i for i in hist_idx if conf[0, i] > 0] if conf.nnz else [],
+            exclude=np.zeros(0, dtype=np.int64),
+            now=time.time(),
+        )
+        positions = [state.position(i) for i in ordered]
+        known = [(i, p) for i, p in zip(ordered, positions, strict=True) if p >= 0]
+        unknown = [i for i, p in zip(ordered, positions, strict=True) if p < 0]
+        items = np.asarray([p for _, p in known], dtype=np.int64)
+        recs: list[Recommendation] = []
+        if items.size:
+            cands = pipeline.retrieve(query, None, items=items)
+            scores, _ = pipeline.score(cands, query)
+            order = np.argsort(-scores, kind="stable").tolist()
+            born = self._born(state, items)
+            is_new = (time.time() - born) <= pipeline.spec.rules.new_days * 86400.0
+            recs = self._pipeline_reasons(
+                state,
+                pipeline,
+                cands,
+                query,
+                items,
+                order,
+                scores,
+                ["model"] * len(items),
+                is_new,
+                np.zeros(len(items), dtype=bool),
+                set(),
+            )
         recs += [Recommendation(i, 0.0, [{"kind": "unknown_item"}]) for i in unknown]
         return Results(recs, state.version)
 
