@@ -10,6 +10,13 @@ over all 943 users (and all 1,682 items for similar items). Targets are measured
 rounds so that noise from other work on the machine falls on all of them alike.
 
 Run from the repository root: ``.venv/bin/python benchmarks/serve.py [--duration 15] [--json]``.
+
+``--pipeline`` measures the full multi-stage pipeline instead, on a seeded synthetic catalogue
+(default 1M items, 100k users, 4M events; ``--items/--users/--events``): the home is prepared
+once by ``_pipeline_home.prepare`` (data bulk-loaded into SQLite, pipeline fitted and registered
+as the champion in the home's MLflow registry), the same uvicorn server loads it at start, the
+requests spread over random active users, and an in-process stage profile of
+``--profile-requests`` requests is printed after the table.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import contextlib
 import fcntl
 import functools
 import json
+import multiprocessing as mp
 import os
 import random
 import shutil
@@ -32,6 +40,7 @@ from typing import Any
 from fastapi import FastAPI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _pipeline_home
 from _common import (
     BENCH_DIR,
     REPO_ROOT,
@@ -55,6 +64,9 @@ ML100K_ITEMS = 1682
 ML100K_RATINGS = 100_000
 FIXED_ANSWER_ENV = "SMARTREC_BENCH_FIXED_ANSWER"
 GOAL_P99_MS = 10.0
+#: The multi-stage issue's goals (``--pipeline``): throughput, and share of the bare endpoint's.
+GOAL_RATE = 1000
+GOAL_SHARE = 0.5
 
 #: Endpoints that can be measured: name -> the requests sent.
 ENDPOINTS: dict[str, str] = {
@@ -138,12 +150,77 @@ def prepare_home(home: Path, rebuild: bool) -> None:
         marker.write_text("smartrec demo --no-serve completed\n")
 
 
+def prepare_pipeline(args: argparse.Namespace) -> None:
+    """The synthetic pipeline home, prepared once in a spawned process (its memory is freed)."""
+    home = args.home.expanduser().resolve()
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with open(home.parent / f".{home.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if args.rebuild and home.exists():
+            if any(home.iterdir()) and not (home / "smartrec.db").exists():
+                raise SystemExit(f"{home} does not look like a smartrec home; not wiping it")
+            log(f"--rebuild: wiping {home}")
+            shutil.rmtree(home)
+        if not (home / _pipeline_home.READY_MARKER).exists():
+            log(f"preparing {home} (once): data, pipeline fit, registration")
+            ctx = mp.get_context("spawn")
+            proc = ctx.Process(
+                target=_pipeline_home.prepare_entry,
+                args=(
+                    {
+                        "home": home,
+                        "n_items": args.items,
+                        "n_users": args.users,
+                        "n_events": args.events,
+                        "seed": args.seed,
+                        "content": not args.no_content,
+                        "ranker_users": args.ranker_users,
+                    },
+                ),
+            )
+            proc.start()
+            proc.join()
+            if proc.exitcode != 0:
+                raise SystemExit(f"preparing {home} failed (exit code {proc.exitcode})")
+    info = json.loads((home / _pipeline_home.READY_MARKER).read_text())
+    args.home = home
+    args.pipeline_info = info
+    users = list(info["user_ids"])
+    random.Random(args.seed).shuffle(users)
+    args.pipeline_users = users[:20_000]
+
+
+def pipeline_profile(args: argparse.Namespace) -> str:
+    """The in-process stage profile, in a spawned process (servers are stopped by then)."""
+    log(f"in-process profile: {args.profile_requests} requests")
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(
+        target=_pipeline_home.profile_entry,
+        args=(
+            child,
+            {
+                "home": args.home,
+                "user_ids": args.pipeline_users,
+                "requests": args.profile_requests,
+                "seed": args.seed,
+            },
+        ),
+    )
+    proc.start()
+    child.close()
+    text = parent.recv() if parent.poll(1800) else "profile: no answer in 30 min"
+    proc.join(timeout=60)
+    return str(text)
+
+
 # --------------------------------------------------------------------------- requests
-def endpoint_requests(name: str, seed: int) -> list[bytes]:
-    """Pre-serialised requests for an endpoint, spread over all users / items in a seeded order."""
+def endpoint_requests(name: str, seed: int, users: list[str] | None = None) -> list[bytes]:
+    """Pre-serialised requests for an endpoint, spread over all users / items in a seeded order
+    (``users``: the user ids to spread over, instead of ML-100K's)."""
     rng = random.Random(seed)
     if name == "recommendations":
-        ids = [str(u) for u in range(1, ML100K_USERS + 1)]
+        ids = list(users) if users else [str(u) for u in range(1, ML100K_USERS + 1)]
         rng.shuffle(ids)
         return [http_request("GET", f"/v1/users/{u}/recommendations?n=10") for u in ids]
     if name == "similar":
@@ -157,14 +234,14 @@ def endpoint_requests(name: str, seed: int) -> list[bytes]:
     raise ValueError(name)
 
 
-def preflight(port: int) -> dict[str, Any]:
+def preflight(port: int, user: str = "1") -> dict[str, Any]:
     """One answer of each kind: 10 items from the model, or the benchmark means nothing."""
     status, ready = get_json(port, "/readyz")
     if status != 200 or not ready or not ready.get("model_version"):
         raise SystemExit(f"smartrec is not serving a model: /readyz -> {status} {ready}")
-    status, recs = get_json(port, "/v1/users/1/recommendations?n=10")
+    status, recs = get_json(port, f"/v1/users/{user}/recommendations?n=10", timeout=60.0)
     if status != 200 or len(recs.get("items", [])) != 10:
-        raise SystemExit(f"/v1/users/1/recommendations -> {status} {recs}")
+        raise SystemExit(f"/v1/users/{user}/recommendations -> {status} {recs}")
     status, models = get_json(port, "/v1/models")
     algorithm = "?"
     with contextlib.suppress(Exception):
@@ -180,12 +257,15 @@ def preflight(port: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- profiling
 # --------------------------------------------------------------------------- the run
 def run_config(
-    args: argparse.Namespace, load: LoadGenerator, workers: int, concurrency: int
-) -> dict[str, Any]:
-    """Start both servers with ``workers`` workers, measure every endpoint, stop them."""
-    tag = f"[workers={workers} c={concurrency}]"
+    args: argparse.Namespace, load: LoadGenerator, workers: int, concurrencies: list[int]
+) -> list[dict[str, Any]]:
+    """Start both servers with ``workers`` workers, measure every endpoint at every concurrency,
+    stop them; one result per concurrency."""
+    tag = f"[workers={workers}]"
+    users = args.pipeline_users if args.pipeline else None
     with contextlib.ExitStack() as stack:
         log(f"{tag} starting smartrec on {args.home} ...")
+        started = time.perf_counter()
         smartrec = stack.enter_context(
             Server(
                 "smartrec",
@@ -193,9 +273,12 @@ def run_config(
                 app_dir=args.smartrec_app_dir,
                 env={"SMARTREC_HOME": str(args.home), "SMARTREC_LOG_LEVEL": "warning"},
                 workers=workers,
+                start_timeout_s=1800.0 if args.pipeline else 120.0,
             )
         )
-        info = preflight(smartrec.port)
+        start_s = time.perf_counter() - started
+        log(f"{tag} smartrec ready in {start_s:.1f}s")
+        info = preflight(smartrec.port, users[0] if users else "1")
         fixed = json.dumps(
             {"model_version": info["model_version"], "items": info["sample"]["items"]}
         )
@@ -210,35 +293,69 @@ def run_config(
             )
         )
         targets: list[tuple[str, Server, list[bytes]]] = [
-            ("baseline", baseline, endpoint_requests("recommendations", args.seed))
+            ("baseline", baseline, endpoint_requests("recommendations", args.seed, users))
         ]
-        targets += [(e, smartrec, endpoint_requests(e, args.seed)) for e in args.endpoints]
-
-        for name, server, reqs in targets:
-            log(f"{tag} warm-up {name} ({args.warmup:g}s)")
-            w = load.run(server.port, reqs, concurrency=concurrency, duration_s=args.warmup)
-            if w.errors:
-                log(f"{tag} {name}: {w.errors} errors in warm-up: {w.first_error}")
-
-        results: dict[str, LoadResult] = {}
-        per_round = args.duration / args.rounds
-        for r in range(args.rounds):
-            order = targets[r % len(targets) :] + targets[: r % len(targets)]
-            for name, server, reqs in order:
-                res = load.run(server.port, reqs, concurrency=concurrency, duration_s=per_round)
-                log(
-                    f"{tag} round {r + 1}/{args.rounds} {name}: {res.rate:,.0f} req/s, "
-                    f"p99 {percentile(res.latencies, 99) * 1e3:.1f} ms, {res.errors} errors"
-                )
-                results[name] = results[name].merge(res) if name in results else res
-
-        profile_text = None
-        if args.profile and workers == 1:
-            profile_text = profile_run(args, load, smartrec, targets, concurrency)
+        targets += [(e, smartrec, endpoint_requests(e, args.seed, users)) for e in args.endpoints]
+        configs = [measure(args, load, workers, c, targets, smartrec, info) for c in concurrencies]
         for name, server, _ in targets:
-            if results[name].errors:
+            if any(r["errors"] for cfg in configs for r in cfg["rows"] if r["endpoint"] == name):
                 log(f"--- server log of {name} (it answered errors) ---\n{server.log_text()}")
+        rss = server_rss_mib(smartrec.pid)
         log(f"{tag} stopping servers")
+    for cfg in configs:
+        cfg["start_s"] = start_s
+        cfg["server_rss_mib"] = rss
+    return configs
+
+
+def server_rss_mib(pid: int | None) -> float | None:
+    """Resident memory of a server process (and its children), MiB; None if unknown."""
+    if pid is None:
+        return None
+    try:
+        done = subprocess.run(
+            ["ps", "-o", "rss=", "--pid", str(pid), "--ppid", str(pid)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return sum(int(x) for x in done.stdout.split()) / 1024
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+
+
+def measure(
+    args: argparse.Namespace,
+    load: LoadGenerator,
+    workers: int,
+    concurrency: int,
+    targets: list[tuple[str, Server, list[bytes]]],
+    smartrec: Server,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """Warm up and measure every target at one concurrency, in interleaved rounds."""
+    tag = f"[workers={workers} c={concurrency}]"
+    for name, server, reqs in targets:
+        log(f"{tag} warm-up {name} ({args.warmup:g}s)")
+        w = load.run(server.port, reqs, concurrency=concurrency, duration_s=args.warmup)
+        if w.errors:
+            log(f"{tag} {name}: {w.errors} errors in warm-up: {w.first_error}")
+
+    results: dict[str, LoadResult] = {}
+    per_round = args.duration / args.rounds
+    for r in range(args.rounds):
+        order = targets[r % len(targets) :] + targets[: r % len(targets)]
+        for name, server, reqs in order:
+            res = load.run(server.port, reqs, concurrency=concurrency, duration_s=per_round)
+            log(
+                f"{tag} round {r + 1}/{args.rounds} {name}: {res.rate:,.0f} req/s, "
+                f"p99 {percentile(res.latencies, 99) * 1e3:.1f} ms, {res.errors} errors"
+            )
+            results[name] = results[name].merge(res) if name in results else res
+
+    profile_text = None
+    if args.profile and workers == 1:
+        profile_text = profile_run(args, load, smartrec, targets, concurrency)
     return {
         "workers": workers,
         "concurrency": concurrency,
@@ -334,10 +451,13 @@ def print_report(args: argparse.Namespace, configs: list[dict[str, Any]], wall_s
                 ]
             )
     cfg0 = configs[0]
-    print(
-        f"MovieLens-100K, champion version {cfg0['model_version']} ({cfg0['algorithm']}), "
-        f"home {args.home}"
-    )
+    if args.pipeline:
+        print_pipeline_header(args, configs)
+    else:
+        print(
+            f"MovieLens-100K, champion version {cfg0['model_version']} ({cfg0['algorithm']}), "
+            f"home {args.home}"
+        )
     print(
         f"{args.duration:g}s per endpoint in {args.rounds} interleaved rounds "
         f"(+{args.warmup:g}s warm-up), closed loop on keep-alive connections"
@@ -345,6 +465,8 @@ def print_report(args: argparse.Namespace, configs: list[dict[str, Any]], wall_s
     print(machine_note())
     for name in ["baseline", *args.endpoints]:
         what = ENDPOINTS.get(name, "GET /v1/users/{user}/recommendations, fixed answer (bare app)")
+        if args.pipeline:
+            what = what.replace("(943 users)", f"({len(args.pipeline_users):,} active users)")
         print(f"  {name:<16} {what}")
     print(table(headers, rows))
     print("vs base: relative to the bare FastAPI baseline measured in the same run.")
@@ -357,13 +479,63 @@ def print_report(args: argparse.Namespace, configs: list[dict[str, Any]], wall_s
                 f"goal p99 <= {GOAL_P99_MS:g} ms, {r['endpoint']} (workers={r['workers']}, "
                 f"c={r['concurrency']}): {verdict} ({r['p99_ms']:.2f} ms)"
             )
+            if args.pipeline:
+                rate_ok = r["req_per_s"] >= GOAL_RATE
+                share_ok = r["req_per_s_vs_baseline"] >= GOAL_SHARE
+                print(
+                    f"  goal >= {GOAL_RATE:,} req/s: {'met' if rate_ok else 'NOT met'} "
+                    f"({r['req_per_s']:,.0f}, {r['req_per_s'] / GOAL_RATE:.2f}x the goal); "
+                    f"goal >= {GOAL_SHARE:.0%} of the baseline: "
+                    f"{'met' if share_ok else 'NOT met'} ({r['req_per_s_vs_baseline']:.1%})"
+                )
             if r["first_error"]:
                 print(f"  first error: {r['first_error']}")
     for cfg in configs:
         if cfg["profile"]:
             print()
             print(cfg["profile"])
+    if args.pipeline and args.pipeline_profile:
+        print()
+        print(args.pipeline_profile)
     print(f"total wall time {wall_s:.0f}s")
+
+
+def print_pipeline_header(args: argparse.Namespace, configs: list[dict[str, Any]]) -> None:
+    info = args.pipeline_info
+    cfg0 = configs[0]
+    spec = info["spec"]
+    retrievers = ", ".join(
+        f"{r['name']} ({r['kind']}{', ' + r['model'] if r.get('model') else ''}, n={r['n']})"
+        for r in spec["retrievers"]
+    )
+    pinfo = info["pipeline_info"]
+    print(
+        f"synthetic catalogue (seed {info['seed']}): {info['items']:,} items "
+        f"({info['items_with_events']:,} with events), {info['users']:,} users "
+        f"({info['active_users']:,} active, {info['events_per_active_user']:.1f} events each), "
+        f"{info['events']:,} events; home {args.home}"
+    )
+    print(f"pipeline champion version {cfg0['model_version']}: retrievers {retrievers}")
+    print(
+        f"  ranker {pinfo.get('ranker')} ({pinfo.get('users', '?')} users, "
+        f"{pinfo.get('rows', '?')} rows), {spec['ranker']['candidates']} candidates; "
+        f"ANN {spec['ann']}; item-kNN {info['itemknn_nnz']:,} similarities"
+    )
+    if not info["content"]:
+        print("  content retriever left out (--no-content)")
+    t = info["timings"]
+    print(
+        f"  preparation (once, cached): generate {t['generate_s']:.0f}s, database "
+        f"{t['database_s']:.0f}s, fit {t['fit_pipeline_s']:.0f}s, register {t['register_s']:.0f}s"
+    )
+    for cfg in configs[:1]:
+        rss = cfg.get("server_rss_mib")
+        print(
+            f"  smartrec server start (load champion + catalogue) {cfg.get('start_s', 0):.0f}s, "
+            f"RSS after the run {rss:,.0f} MiB"
+            if rss is not None
+            else f"  smartrec server start {cfg.get('start_s', 0):.0f}s"
+        )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -371,7 +543,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=15.0, help="measured seconds per endpoint")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per endpoint")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (noise control)")
-    p.add_argument("--concurrency", default="8", help="connections; a comma list runs each")
+    p.add_argument(
+        "--concurrency",
+        default=None,
+        help="connections; a comma list runs each (default 8; 1,4,8,16 with --pipeline)",
+    )
     p.add_argument("--workers", default="1", help="uvicorn workers; a comma list runs each")
     p.add_argument(
         "--endpoints",
@@ -394,7 +570,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--smartrec-app-dir", type=Path, help="put this first on the server's path")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    g = p.add_argument_group("--pipeline: the full pipeline on a synthetic catalogue")
+    g.add_argument("--pipeline", action="store_true", help="measure the multi-stage pipeline")
+    g.add_argument("--items", type=int, default=1_000_000)
+    g.add_argument("--users", type=int, default=100_000)
+    g.add_argument("--events", type=int, default=4_000_000)
+    g.add_argument(
+        "--ranker-users", type=int, default=2000, help="users sampled to train the ranker"
+    )
+    g.add_argument("--no-content", action="store_true", help="leave the content retriever out")
+    g.add_argument(
+        "--profile-requests",
+        type=int,
+        default=500,
+        help="in-process requests timed stage by stage after the HTTP runs (0: none)",
+    )
     args = p.parse_args(argv)
+    if args.concurrency is None:
+        args.concurrency = "1,4,8,16" if args.pipeline else "8"
+    if args.pipeline:
+        if args.home == DEFAULT_HOME:
+            content = "" if args.no_content else "-content"
+            args.home = Path(
+                f"~/.cache/smartrec/bench-pipeline-{args.items}i-{args.users}u-"
+                f"{args.events}e-s{args.seed}{content}"
+            ).expanduser()
+        if not any(a.startswith("--endpoints") for a in (argv or sys.argv[1:])):
+            args.endpoints = "recommendations"
     args.endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     args.profile = {e.strip() for e in args.profile.split(",") if e.strip()}
     unknown = (set(args.endpoints) | args.profile) - set(ENDPOINTS)
@@ -412,12 +614,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     unwind_on_sigterm()
     started = time.perf_counter()
-    prepare_home(args.home, args.rebuild)
+    if args.pipeline:
+        prepare_pipeline(args)
+    else:
+        prepare_home(args.home, args.rebuild)
     with LoadGenerator() as load:
-        configs = [run_config(args, load, w, c) for w in args.workers for c in args.concurrency]
+        configs = [cfg for w in args.workers for cfg in run_config(args, load, w, args.concurrency)]
+    args.pipeline_profile = None
+    if args.pipeline and args.profile_requests > 0:
+        args.pipeline_profile = pipeline_profile(args)
     wall = time.perf_counter() - started
     if args.json:
-        print(json.dumps({"benchmark": "serve", "wall_s": wall, "configs": configs}, indent=2))
+        doc: dict[str, Any] = {"benchmark": "serve", "wall_s": wall, "configs": configs}
+        if args.pipeline:
+            doc["pipeline"] = {k: v for k, v in args.pipeline_info.items() if k != "user_ids"}
+            doc["pipeline_profile"] = args.pipeline_profile
+        print(json.dumps(doc, indent=2))
     else:
         print_report(args, configs, wall)
     return 1 if any(r["errors"] for c in configs for r in c["rows"]) else 0

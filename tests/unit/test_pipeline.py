@@ -338,3 +338,26 @@ def test_tune_pipeline_never_loses_to_the_spec_it_was_given(world: Any, spec: Pi
     tuned = apply_pipeline_params(spec, result.params)
     assert tuned.ranker.kind == result.params["kind"]
     assert {r.name: r.weight for r in tuned.retrievers} == result.params["weights"]
+
+
+def test_itemknn_neighbours_stay_sparse_and_agree_with_dense(world: Any) -> None:
+    data, catalog, _ = world
+    spec = load_spec().with_models({"itemknn": {"k": 30}, **SMALL_MODELS})
+    retrievers = [
+        r.model_copy(update={"model": "itemknn", "params": {"k": 30}})
+        if r.kind == "neighbours"
+        else r
+        for r in spec.retrievers
+    ]
+    knn_spec = spec.model_copy(update={"retrievers": retrievers})
+    pipe = fit_components(data, knn_spec, catalog, build_ann=False)
+    u = heavy_user(data)
+    q = query_from_matrix(data, u)
+    r = knn_spec.retriever("neighbours")
+    top, scorer = pipe._retrieve_one(r, q, q.exclude, None)
+    dense = pipe.models["neighbours"].score(data.matrix[u])[0]
+    dense[q.exclude] = -np.inf
+    expected = np.argsort(-dense, kind="stable")[: len(top)]
+    np.testing.assert_allclose(np.sort(dense[top])[::-1], np.sort(dense[expected])[::-1])
+    np.testing.assert_allclose(scorer(top), dense[top], rtol=1e-5)
+    assert scorer(np.array([q.exclude[0]]))[0] >= 0

@@ -234,15 +234,17 @@ class TrainedPipeline:
             row = _restrict(q.conf, recent)
             if row.nnz == 0:
                 return np.zeros(0, dtype=np.int64), _nan_scorer
+            similarity = getattr(model, "similarity", None)
+            if sp.issparse(similarity):
+                return _sparse_neighbours(model, similarity, row, r.n, blocked, allowed)
             full = model.score(row, np.array([-1]))[0]
             masked = full if allowed is None else np.where(allowed[:n_model], full, -np.inf)
             top = _top(np.where(masked > 0, masked, -np.inf), r.n, blocked)
             return top, _array_scorer(full)
         if r.kind == "popular":
-            counts = self.stats.window_counts.get(r.windows[0], self.stats.counts)
             order = self._popular_order(r.windows[0])
-            top = _first_allowed(order, r.n, blocked, allowed, counts)
-            return top, _array_scorer(np.log1p(counts))
+            top = _first_allowed(order, r.n, blocked, allowed)
+            return top, _array_scorer(self._log_counts(r.windows[0]))
         # content
         index = self.content
         if index is None or not q.recent:
@@ -253,21 +255,26 @@ class TrainedPipeline:
         matrix = index.matrix
         total = matrix.shape[0]
         if r.scope == "cold":
-            scope = np.concatenate(
-                [np.flatnonzero(self.stats.counts < COLD_EVENTS), np.arange(n_model, total)]
-            )
-            s_scope = _dot(matrix, scope, query)
-            s = np.full(total, -np.inf, dtype=np.float32)
-            s[scope] = s_scope
+            scope, sub = self._cold_scope(index)
+            extra = np.arange(n_model, total)  # items newer than the model: few
+            scope = np.concatenate([scope, extra]) if extra.size else scope
+            s_scope = np.asarray(sub @ query, dtype=np.float32).ravel()
+            if extra.size:
+                s_scope = np.concatenate([s_scope, _dot(matrix, extra, query)])
         else:
-            s = _dot(matrix, None, query)
+            scope = np.arange(total)
+            s_scope = _dot(matrix, None, query)
+        ok = s_scope > 0
         if allowed is not None:
             # Items newer than the mask (added while this request ran) count as not allowed.
-            mask = np.zeros(total, dtype=bool)
-            m = min(total, len(allowed))
-            mask[:m] = allowed[:m]
-            s = np.where(mask, s, -np.inf)
-        top = _top(np.where(s > 0, s, -np.inf), r.n, blocked)
+            inside = scope < len(allowed)
+            ok &= inside & allowed[np.where(inside, scope, 0)]
+        scope, s_scope = scope[ok], s_scope[ok]
+        order = _top(s_scope, r.n + len(blocked), None)
+        top = scope[order]
+        if blocked.size:
+            top = top[~np.isin(top, blocked)]
+        top = top[: r.n]
 
         def content_score(idx: np.ndarray) -> np.ndarray:
             out = np.full(len(idx), np.nan, dtype=np.float32)
@@ -277,8 +284,25 @@ class TrainedPipeline:
 
         return top, content_score
 
+    def _cold_scope(self, index: Any) -> tuple[np.ndarray, Any]:
+        """Model items with few events and their content rows, computed once per index."""
+        cache = self.__dict__.get("_cache_cold")
+        if cache is None or cache[0] is not index.matrix:
+            scope = np.flatnonzero(self.stats.counts < COLD_EVENTS)
+            scope = scope[scope < index.matrix.shape[0]]
+            cache = (index.matrix, scope, index.matrix[scope])
+            self.__dict__["_cache_cold"] = cache
+        return cache[1], cache[2]
+
+    def _log_counts(self, window: str) -> np.ndarray:
+        cache = self.__dict__.setdefault("_cache_log_counts", {})
+        if window not in cache:
+            cache[window] = np.log1p(self.stats.window_counts.get(window, self.stats.counts))
+        out: np.ndarray = cache[window]
+        return out
+
     def _popular_order(self, window: str) -> np.ndarray:
-        cache = self.__dict__.setdefault("_orders", {})
+        cache = self.__dict__.setdefault("_cache_orders", {})
         if window not in cache:
             counts = self.stats.window_counts.get(window, self.stats.counts)
             # Ties (e.g. zero events in the window) broken by all-time popularity.
@@ -298,6 +322,8 @@ class TrainedPipeline:
         the retrievers still run, so that each item's rank in their lists is a feature.
         """
         blocked = np.asarray(q.exclude, dtype=np.int64)
+        if allowed is not None and allowed.all():
+            allowed = None  # nothing filtered: spare the ANN index a bitmap
         tops: list[np.ndarray] = []
         scorers: list[Callable[[np.ndarray], np.ndarray]] = []
         for r in self.spec.retrievers:
@@ -497,18 +523,60 @@ def _first_allowed(
     n: int,
     blocked: np.ndarray,
     allowed: np.ndarray | None,
-    counts: np.ndarray,
 ) -> np.ndarray:
-    """The first n items of a popularity order that are allowed and not blocked."""
-    blocked_set = set(blocked.tolist())
-    out: list[int] = []
-    for i in order.tolist():
-        if len(out) >= n:
-            break
-        if i in blocked_set or (allowed is not None and not allowed[i]):
-            continue
-        out.append(i)
-    return np.asarray(out, dtype=np.int64)
+    """The first n items of a popularity order that are allowed and not blocked.
+
+    Looks at a short head of the order first (vectorised), widening it only when too many
+    items in it are excluded: the whole order is a million items on a large catalogue.
+    """
+    head = n + len(blocked) + 64
+    while True:
+        part = order[:head]
+        keep = ~np.isin(part, blocked) if blocked.size else np.ones(len(part), dtype=bool)
+        if allowed is not None:
+            inside = part < len(allowed)
+            keep &= inside & allowed[np.where(inside, part, 0)]
+        found = part[keep]
+        if len(found) >= n or head >= len(order):
+            return found[:n].astype(np.int64)
+        head *= 4
+
+
+def _sparse_neighbours(
+    model: Recommender,
+    similarity: sp.csr_matrix,
+    row: sp.csr_matrix,
+    n: int,
+    blocked: np.ndarray,
+    allowed: np.ndarray | None,
+) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """Item-kNN scores stay sparse: only the history's neighbours can score above zero."""
+    x = row.copy()
+    if model.params.get("binary", True):
+        x.data = (x.data > 0).astype(np.float32)
+    scored = sp.csr_matrix(x @ similarity)
+    scored.sum_duplicates()
+    cols = scored.indices.astype(np.int64)
+    vals = scored.data.astype(np.float32)
+    ok = vals > 0
+    if blocked.size:
+        ok &= ~np.isin(cols, blocked)
+    if allowed is not None:
+        ok &= allowed[cols]
+    c, v = cols[ok], vals[ok]
+    top = c[_top(v, n, None)]
+    order = np.argsort(cols)
+    sorted_cols, sorted_vals = cols[order], vals[order]
+
+    def score(idx: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(idx), dtype=np.float32)
+        if len(sorted_cols):
+            pos = np.minimum(np.searchsorted(sorted_cols, idx), len(sorted_cols) - 1)
+            hit = sorted_cols[pos] == idx
+            out[hit] = sorted_vals[pos[hit]]
+        return out
+
+    return top, score
 
 
 def _content_query(index: Any, recent: list[int]) -> np.ndarray | sp.csr_matrix | None:

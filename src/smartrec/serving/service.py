@@ -504,7 +504,7 @@ class RecommendationService:
         query = UserQuery(
             conf=conf,
             user=state.users.get(user_id),
-            recent=[i for i in hist_idx if conf[0, i] > 0] if conf.nnz else [],
+            recent=positive_first(hist_idx, conf),
             exclude=np.unique(np.concatenate(blocked)),
             now=time.time(),
         )
@@ -660,7 +660,7 @@ class RecommendationService:
     ) -> np.ndarray:
         skip = set(exclude.tolist()) | set(taken.tolist())
         out: list[int] = []
-        for idx in state.popular_order.tolist():
+        for idx in state.popular_order[: 4 * (count + len(skip)) + 100].tolist():
             if len(out) >= count:
                 break
             if allowed[idx] and idx not in skip:
@@ -970,7 +970,7 @@ class RecommendationService:
         query = UserQuery(
             conf=conf,
             user=state.users.get(user_id),
-            recent=[i for i in hist_idx if conf[0, i] > 0] if conf.nnz else [],
+            recent=positive_first(hist_idx, conf),
             exclude=np.zeros(0, dtype=np.int64),
             now=time.time(),
         )
@@ -1109,6 +1109,14 @@ class RequestRules:
     diversity: float | None = None
     max_per_category: int | None = None
     exploration: float | None = None
+
+
+def positive_first(hist_idx: list[int], conf: sp.csr_matrix) -> list[int]:
+    """History items with positive feedback, newest first (one set look-up each)."""
+    if conf.nnz == 0:
+        return []
+    positive = set(conf.indices[conf.data > 0].tolist())
+    return [i for i in hist_idx if i in positive]
 
 
 def negative_row(conf: sp.csr_matrix, seen: sp.csr_matrix) -> sp.csr_matrix:
