@@ -27,14 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 READY_MARKER = ".bench-ready.json"
 #: Item rows of a catalogue written through the API arrive in batches: one ``updated_at`` per
 #: batch of this many, so the start-up ``refresh_catalog`` re-reads one batch, not everything.
 CATALOG_BATCH = 1000
-#: Gram-matrix rows per block in :func:`cosine_topk_rows`.
-KNN_ROW_BLOCK = 16384
 
 
 def log(msg: str) -> None:
@@ -42,44 +39,6 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- item-kNN, faster
-def cosine_topk_rows(x: sp.csr_matrix, k: int, shrink: float) -> sp.csr_matrix:
-    """Same result as :func:`smartrec.models.itemknn.cosine_topk`, built by row blocks.
-
-    ``cosine_topk`` multiplies ``x.T`` by blocks of ``BLOCK_ENTRIES // n_items`` columns of
-    ``x``: 16 columns at 1M items, each block scanning all of ``x.T`` (48 ms a block measured
-    here, 62,500 blocks: about 50 minutes). The Gram matrix is symmetric, so a block of its
-    *rows* (``x.T[rows] @ x``, which touches only those rows' co-occurrences) transposed is the
-    same block of columns: the per-column top-k is then unchanged (ties aside).
-    """
-    from smartrec.models.itemknn import DENSE_FRACTION, _topk_dense, _topk_sparse
-
-    n_items = x.shape[1]
-    k = min(k, n_items - 1)
-    if k < 1:
-        return sp.csr_matrix((n_items, n_items), dtype=np.float32)
-    xr = sp.csr_matrix(x, dtype=np.float32)
-    xt = sp.csr_matrix(xr.T)
-    norms = np.sqrt(np.asarray(xr.multiply(xr).sum(axis=0), dtype=np.float64).ravel())
-    parts = []
-    for start in range(0, n_items, KNN_ROW_BLOCK):
-        stop = min(start + KNN_ROW_BLOCK, n_items)
-        gram = sp.csc_matrix((xt[start:stop] @ xr).T)  # = Gram[:, start:stop]
-        if gram.nnz > DENSE_FRACTION * n_items * (stop - start):
-            parts.append(_topk_dense(gram, start, norms, k, shrink))
-        else:
-            parts.append(_topk_sparse(gram, start, norms, k, shrink))
-    s = sp.csr_matrix(
-        (
-            np.concatenate([p[2] for p in parts]),
-            (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])),
-        ),
-        shape=(n_items, n_items),
-        dtype=np.float32,
-    )
-    s.sort_indices()
-    return s
-
-
 # --------------------------------------------------------------------------- the spec
 def pipeline_spec(content: bool) -> dict[str, Any]:
     """The default pipeline adapted to 1M items: item-kNN instead of EASE, IVF retrieval."""
@@ -203,7 +162,6 @@ def prepare(
     from smartrec.config import Settings
     from smartrec.datasets.synthetic import generate
     from smartrec.models import create
-    from smartrec.models import itemknn as itemknn_module
     from smartrec.pipeline.core import fit_pipeline
     from smartrec.pipeline.spec import parse_spec
     from smartrec.registry import ModelBundle
@@ -241,8 +199,6 @@ def prepare(
         for i in range(syn.n_items)
     }
     spec = parse_spec(pipeline_spec(content), "serve.py --pipeline")
-    # See cosine_topk_rows: the library's column-block builder needs ~50 min at 1M items.
-    itemknn_module.cosine_topk = cosine_topk_rows  # type: ignore[assignment]
     t = time.perf_counter()
     pipeline = fit_pipeline(
         data,

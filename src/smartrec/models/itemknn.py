@@ -20,6 +20,8 @@ from smartrec.models.base import Recommender
 #: Target columns per block are BLOCK_ENTRIES // n_items: even a fully dense block of the sparse
 #: Gram matrix then stays around 200 MB (12 bytes per stored entry).
 BLOCK_ENTRIES = 1 << 24
+#: Upper bound on the items per block of the Gram matrix (dense blocks stay far below it).
+MAX_ROW_BLOCK = 16384
 #: Blocks with more stored co-occurrences than this fraction of their entries are ranked densely.
 DENSE_FRACTION = 0.1
 
@@ -93,26 +95,36 @@ def cosine_topk(x: sp.csr_matrix, k: int, shrink: float) -> sp.csr_matrix:
     """Shrunk cosine ``x_i.x_j / (|x_i| |x_j| + shrink)`` keeping each column's k largest (i != j).
 
     ``x`` is users x items. Returns an items x items float32 CSR matrix S where column j holds the
-    neighbours of target item j. Works a block of target columns at a time, so memory is bounded
-    by one block of the Gram matrix; blocks with few co-occurrences (the usual case on large
-    catalogues) are ranked from their nonzeros alone, dense ones with a dense partition.
+    neighbours of target item j. The Gram matrix is symmetric, so a block of its columns is the
+    transpose of the same block of rows, ``x.T[rows] @ x``, which touches only those items'
+    co-occurrences (a block of *columns* computed as ``x.T @ x[:, cols]`` scans all of ``x.T``
+    each time: 50 minutes at 1M items against seconds). Blocks grow while their Gram part stays
+    under ``BLOCK_ENTRIES`` nonzeros and shrink when it does not, so memory stays bounded; sparse
+    blocks (the usual case on large catalogues) are ranked from their nonzeros alone, dense ones
+    with a dense partition.
     """
     n_items = x.shape[1]
     k = min(k, n_items - 1)
     if k < 1:
         return sp.csr_matrix((n_items, n_items), dtype=np.float32)
-    xt = sp.csr_matrix(x.T)  # items x users: rows of the Gram matrix
-    xc = sp.csc_matrix(x)  # fast column-block slicing
-    norms = np.sqrt(np.asarray(xc.multiply(xc).sum(axis=0), dtype=np.float64).ravel())
+    xr = sp.csr_matrix(x, dtype=np.float32)
+    xt = sp.csr_matrix(xr.T)  # items x users: rows of the Gram matrix
+    norms = np.sqrt(np.asarray(xr.multiply(xr).sum(axis=0), dtype=np.float64).ravel())
     block = max(1, min(n_items, BLOCK_ENTRIES // n_items))
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for start in range(0, n_items, block):
+    start = 0
+    while start < n_items:
         stop = min(start + block, n_items)
-        gram = sp.csc_matrix(xt @ xc[:, start:stop])
+        gram = sp.csc_matrix((xt[start:stop] @ xr).T)  # = Gram[:, start:stop]
         if gram.nnz > DENSE_FRACTION * n_items * (stop - start):
             parts.append(_topk_dense(gram, start, norms, k, shrink))
         else:
             parts.append(_topk_sparse(gram, start, norms, k, shrink))
+        start = stop
+        if gram.nnz < BLOCK_ENTRIES // 4:
+            block = min(block * 2, MAX_ROW_BLOCK)
+        elif gram.nnz > BLOCK_ENTRIES:
+            block = max(1, block // 2)
     s = sp.csr_matrix(
         (
             np.concatenate([p[2] for p in parts]),
