@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     load_model_on_start: bool = True
     #: Seconds a popular-items answer may be reused.
     popular_cache_ttl_s: float = 30.0
+    #: A user's first page from the pipeline is kept this long (seconds; 0 = off). The key
+    #: includes the user's event history, so an event sent since is never answered from it.
+    user_cache_ttl_s: float = Field(default=10.0, ge=0)
+    user_cache_entries: int = Field(default=20_000, ge=1)
 
     #: Threads serving blocking request work per process. Requests are CPU-bound numpy work
     #: under the GIL: a few threads keep tail latency low; scale with ``workers`` instead.

@@ -719,3 +719,33 @@ def test_rankings_use_the_pipeline_and_explain(served: Served) -> None:
     assert len(set(ranked[:4]) & set(strong)) >= 3
     assert all(i["reasons"] for i in body["items"])
     assert body["model_version"] == "p1"
+
+
+def test_first_pages_are_cached_until_the_user_acts(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = runtime(served.client).service
+    calls: list[str] = []
+    real = service._recommend_pipeline
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service, "_recommend_pipeline", counting)
+    category = served.world.item_categories[served.world.items[0]["item_id"]][0]
+    user, history = new_user(served, category)
+    first = recs(served.client, user, n=5)
+    again = recs(served.client, user, n=5)
+    assert again == first and len(calls) == 1  # the second answer came from the cache
+    recs(served.client, user, n=6)
+    assert len(calls) == 2  # other parameters: another entry
+    # An event from the user changes the history, so the next answer is computed afresh
+    # and never shows the item just bought.
+    bought = first["items"][0]["item_id"]
+    post_events(
+        served.client,
+        [{"user_id": user, "item_id": bought, "type": "purchase", "timestamp": int(time.time())}],
+    )
+    after = recs(served.client, user, n=5)
+    assert len(calls) == 3 and bought not in ids_of(after)

@@ -284,9 +284,16 @@ class RecommendationService:
         self._popular_cache: TtlCache[list[tuple[str, float]]] = TtlCache(
             max_entries=256, ttl_s=settings.popular_cache_ttl_s
         )
+        self._user_cache: TtlCache[Results] = TtlCache(
+            max_entries=settings.user_cache_entries, ttl_s=settings.user_cache_ttl_s
+        )
         self._catalog_mark: int | None = None  # newest items.updated_at applied
         self._applied_at_mark: set[str] = set()
         self.last_reload_error: str | None = None
+
+    def _clear_caches(self) -> None:
+        self._popular_cache.clear()
+        self._user_cache.clear()
 
     # ----------------------------------------------------------------- model lifecycle
     @property
@@ -313,7 +320,7 @@ class RecommendationService:
         self._state = state  # one reference assignment: in-flight requests keep the old one
         self._catalog_mark, self._applied_at_mark = mark, set()
         self.refresh_catalog()  # changes committed while the catalog was being read
-        self._popular_cache.clear()
+        self._clear_caches()
 
     def refresh_catalog(self) -> int:
         """Apply item rows changed since the last look (by any process); returns how many.
@@ -332,7 +339,7 @@ class RecommendationService:
         fresh = [i for i, ts in rows if ts > mark or i not in self._applied_at_mark]
         if fresh:
             self._apply_rows(state, self.store.catalog(fresh))
-            self._popular_cache.clear()
+            self._clear_caches()
         if rows:
             newest = max(ts for _, ts in rows)
             at_newest = {i for i, ts in rows if ts == newest}
@@ -388,7 +395,7 @@ class RecommendationService:
         state = self._state
         if state is not None and item_ids:
             self._apply_rows(state, self.store.catalog(item_ids))
-        self._popular_cache.clear()
+        self._clear_caches()
 
     def _apply_rows(self, state: ServingState, rows: dict[str, CatalogItem]) -> None:
         """Apply catalog rows; the items it will append are vectorised with their text, as the
@@ -422,7 +429,28 @@ class RecommendationService:
         state = self._state
         history = self.store.user_history(user_id, HISTORY_LIMIT)
         if state is not None and state.pipeline is not None:
-            return self._recommend_pipeline(
+            key = None
+            if not shown.shown and self.settings.user_cache_ttl_s > 0:
+                # The history is part of the key: a new event means a new answer.
+                key = repr(
+                    (
+                        state.version,
+                        user_id,
+                        n,
+                        exclude_seen,
+                        category,
+                        filter,
+                        diversity,
+                        max_per_category,
+                        exploration,
+                        hash(tuple(history)),
+                        len(history),
+                    )
+                )
+                cached = self._user_cache.get(key)
+                if cached is not None:
+                    return cached
+            results = self._recommend_pipeline(
                 state,
                 user_id,
                 history,
@@ -433,6 +461,9 @@ class RecommendationService:
                 item_filter,
                 RequestRules(diversity, max_per_category, exploration),
             )
+            if key is not None and state is self._state:
+                self._user_cache.put(key, results)
+            return results
         want = n + len(shown.shown) + 1  # one more than the page: is there a next page?
         if item_filter is not None:
             want = max(want * 4, 200)  # the filter runs after ranking: rank more
