@@ -734,7 +734,7 @@ def test_first_pages_are_cached_until_the_user_acts(
 
     monkeypatch.setattr(service, "_recommend_pipeline", counting)
     category = served.world.item_categories[served.world.items[0]["item_id"]][0]
-    user, history = new_user(served, category)
+    user, _ = new_user(served, category)
     first = recs(served.client, user, n=5)
     again = recs(served.client, user, n=5)
     assert again == first and len(calls) == 1  # the second answer came from the cache
