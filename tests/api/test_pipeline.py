@@ -749,3 +749,26 @@ def test_first_pages_are_cached_until_the_user_acts(
     )
     after = recs(served.client, user, n=5)
     assert len(calls) == 3 and bought not in ids_of(after)
+
+
+def test_a_narrow_filter_finds_items_retrieval_did_not(served: Served) -> None:
+    """Filters run after ranking; when few candidates pass, matching items are looked up
+    further down the catalogue instead of answering with an empty page."""
+    spec = served.pipeline.spec
+    narrow = spec.model_copy(update={"ranker": spec.ranker.model_copy(update={"candidates": 10})})
+    served.install(dataclasses.replace(served.pipeline, spec=narrow), version="narrow")
+    try:
+        user = busy_users(served.world)[0]
+        candidates = set(ids_of(recs(served.client, user, n=10)))
+        unseen = [
+            i["item_id"]
+            for i in served.world.items
+            if i["item_id"] not in candidates and i["item_id"] not in served.world.seen[user]
+        ]
+        assert unseen
+        target = unseen[-1]
+        body = recs(served.client, user, n=5, filter=f'item_id == "{target}"')
+        assert ids_of(body) == [target]
+        assert body["items"][0]["reasons"] == [{"kind": "popular"}]
+    finally:
+        served.install()

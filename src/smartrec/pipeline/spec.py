@@ -2,7 +2,7 @@
 
 A pipeline is written in TOML (``default_pipeline.toml`` ships with the package) so that an
 operator can change what is retrieved, how it is ranked and which rules apply without code.
-``SMARTREC_PIPELINE_FILE`` or ``smartrec train --pipeline FILE`` point at another one.
+``SMARTREC_PIPELINE_FILE`` (or ``pipeline_file`` in the config file) points at another one.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ class ModelBundle:
 
     @property
     def algorithm(self) -> str:
-        return self.model.name
+        """What serves: "pipeline" when there is one (``model`` is then its primary model)."""
+        return "pipeline" if self.pipeline is not None else self.model.name
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory)
@@ -50,7 +51,8 @@ class ModelBundle:
         meta = {
             **self.meta,
             "format": BUNDLE_FORMAT,
-            "algorithm": self.model.name,
+            "algorithm": self.algorithm,
+            "primary": self.model.name,
             "pipeline": self.pipeline is not None,
         }
         (path / "bundle.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 WINDOW_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 HISTORY_LIMIT = 500
+#: A narrow filter looks past the candidates at this many popular items at most, in chunks.
+FILTER_SCAN_LIMIT = 20_000
+FILTER_SCAN_CHUNK = 1_000
 MAX_WINDOW_S = 100 * 365 * 86400
 
 
@@ -559,6 +562,20 @@ class RecommendationService:
         keep = np.ones(len(items), dtype=bool)
         if item_filter is not None:
             keep &= item_filter.mask([rows.get(i) for i in ids])
+            if int(keep.sum()) < n + 1:  # a narrow filter: look past the candidates
+                more = self._filter_fill(
+                    state, item_filter, n + 1 - int(keep.sum()), allowed, query.exclude, items
+                )
+                if more:
+                    base = float(scores.min()) - 1.0 if scores.size else 0.0
+                    items = np.concatenate([items, np.array([p for p, _ in more])])
+                    scores = np.concatenate(
+                        [scores, base - np.arange(len(more), dtype=np.float32) * 1e-3]
+                    )
+                    origin += ["popular"] * len(more)
+                    keep = np.concatenate([keep, np.ones(len(more), dtype=bool)])
+                    ids += [row.item_id for _, row in more]
+                    rows.update({row.item_id: row for _, row in more})
         # Boosts: new and promoted items.
         now = query.now or time.time()
         born = self._born(state, items)
@@ -610,6 +627,7 @@ class RecommendationService:
             is_new,
             promoted,
             set(explore),
+            category,
         )
         new_shown = shown.after(r.item_id for r in recs)
         token = new_shown.encode() if remaining > 0 and recs else None
@@ -649,6 +667,35 @@ class RecommendationService:
             return -value if value == value else float("inf")
 
         return sorted(pool, key=key)
+
+    def _filter_fill(
+        self,
+        state: ServingState,
+        item_filter: ItemFilter,
+        count: int,
+        allowed: np.ndarray,
+        exclude: np.ndarray,
+        taken: np.ndarray,
+    ) -> list[tuple[int, CatalogItem]]:
+        """Items passing a filter that retrieval did not find, most popular first; reads item
+        rows a chunk at a time and gives up after FILTER_SCAN_LIMIT items."""
+        skip = set(exclude.tolist()) | set(taken.tolist())
+        out: list[tuple[int, CatalogItem]] = []
+        order = state.popular_order
+        for start in range(0, min(len(order), FILTER_SCAN_LIMIT), FILTER_SCAN_CHUNK):
+            chunk = [
+                i
+                for i in order[start : start + FILTER_SCAN_CHUNK].tolist()
+                if allowed[i] and i not in skip
+            ]
+            rows = self.store.catalog([state.item_ids[i] for i in chunk])
+            for i in chunk:
+                row = rows.get(state.item_ids[i])
+                if row is not None and item_filter.matches(row):
+                    out.append((i, row))
+                    if len(out) >= count:
+                        return out
+        return out
 
     def _shown_positions(self, state: ServingState, shown: PageState) -> np.ndarray:
         """Serving-axis positions of items already shown in this session (by hash)."""
@@ -711,6 +758,7 @@ class RecommendationService:
         is_new: np.ndarray,
         promoted: np.ndarray,
         explored: set[int],
+        category: str | None = None,
     ) -> list[Recommendation]:
         """Readable and parseable reasons: which retriever found it and why."""
         out: list[Recommendation] = []
@@ -745,10 +793,11 @@ class RecommendationService:
                 elif r.kind == "embedding":
                     reasons.append({"kind": "personalized", "algorithm": r.model})
                 elif r.kind == "popular":
+                    # Popular over the whole catalogue in the window (a category is named only
+                    # when the request asked for one: then the list is popular within it).
                     reason: dict[str, Any] = {"kind": "popular_in", "window": r.windows[0]}
-                    cats = self._categories_of(state, idx)
-                    if cats:
-                        reason["category"] = cats[0]
+                    if category is not None:
+                        reason["category"] = category
                     reasons.append(reason)
             if origin[j] == "popular":
                 reasons.append({"kind": "popular"})
@@ -1106,7 +1155,7 @@ class RecommendationService:
             catalog = self.store.catalog([i for i, _ in part])
             for item_id, score in part:
                 item = catalog.get(item_id)
-                if item is None or not item.available:
+                if item is None or not item.available or item.attributes.get("hidden") is True:
                     continue
                 if category is not None and category not in item.categories:
                     continue
