@@ -154,6 +154,7 @@ def run_pipeline_protocol(
     rows = evaluate(models, train, test, k=k, progress=say)
     users = evaluation_users(test)
     base_spec = (spec or load_spec()).with_models(params)
+    fusion_base: PipelineSpec | None = None
     if tuning is not None:
         from smartrec.pipeline.tuning import apply_pipeline_params, tune_pipeline
 
@@ -169,10 +170,15 @@ def run_pipeline_protocol(
             seed=seed,
             progress=say,
         )
+        untuned_spec = base_spec
         base_spec = apply_pipeline_params(base_spec, chosen.params)
+        if chosen.best_fusion is not None:  # the ablation's fusion row: fusion's own best
+            fusion_params = {k: v for k, v in chosen.best_fusion.items() if k != "value"}
+            fusion_base = apply_pipeline_params(untuned_spec, fusion_params)
         tuning["pipeline"] = {
             "params": chosen.params,
             "validation_ndcg": chosen.value,
+            "best_fusion": chosen.best_fusion,
             "default_validation_ndcg": chosen.default_value,
             "trials": chosen.n_trials,
         }
@@ -196,8 +202,9 @@ def run_pipeline_protocol(
         say(f"{name}: ndcg@{k}={row[f'ndcg@{k}']:.4f}")
         return row, pipe
 
-    fusion_spec = base_spec.model_copy(
-        update={"ranker": base_spec.ranker.model_copy(update={"kind": "fusion"})}
+    source_spec = fusion_base if fusion_base is not None else base_spec
+    fusion_spec = source_spec.model_copy(
+        update={"ranker": source_spec.ranker.model_copy(update={"kind": "fusion"})}
     )
     ranker_spec = base_spec.model_copy(
         update={"ranker": base_spec.ranker.model_copy(update={"kind": "lightgbm"})}

@@ -38,6 +38,8 @@ Progress = Callable[[str], None]
 class PipelineTuneResult:
     params: dict[str, Any]  # what apply_pipeline_params takes
     value: float
+    #: The best trial that ranks by fusion (for an ablation), or None.
+    best_fusion: dict[str, Any] | None
     default_value: float
     n_trials: int
     seconds: float
@@ -183,9 +185,12 @@ def tune_pipeline(
         f"against {done[0]['value']:.4f} for the spec as given"
     )
     chosen = {k: v for k, v in best.items() if k != "value"}
+    fusions = [h for h in done if h["kind"] == "fusion"]
+    best_fusion = max(fusions, key=lambda h: h["value"]) if fusions else None
     return PipelineTuneResult(
         params=chosen,
         value=float(best["value"]),
+        best_fusion=best_fusion,
         default_value=float(done[0]["value"]),
         n_trials=len(done),
         seconds=round(time.perf_counter() - started, 2),
