@@ -271,7 +271,12 @@ def run_config(
                 "smartrec",
                 args.smartrec_app,
                 app_dir=args.smartrec_app_dir,
-                env={"SMARTREC_HOME": str(args.home), "SMARTREC_LOG_LEVEL": "warning"},
+                env={
+                    "SMARTREC_HOME": str(args.home),
+                    "SMARTREC_LOG_LEVEL": "warning",
+                    # 0 by default: every request computed, none answered from the user cache.
+                    "SMARTREC_USER_CACHE_TTL_S": str(args.user_cache_ttl),
+                },
                 workers=workers,
                 start_timeout_s=1800.0 if args.pipeline else 120.0,
             )
@@ -569,6 +574,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--smartrec-app-dir", type=Path, help="put this first on the server's path")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--user-cache-ttl",
+        type=float,
+        default=0.0,
+        help="server's SMARTREC_USER_CACHE_TTL_S (0: measure the uncached path)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     g = p.add_argument_group("--pipeline: the full pipeline on a synthetic catalogue")
     g.add_argument("--pipeline", action="store_true", help="measure the multi-stage pipeline")

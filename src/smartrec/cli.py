@@ -230,23 +230,14 @@ def tune(
     """Search the models' hyperparameters on a validation split of the stored events; the
     chosen values are logged to MLflow and become the defaults of the next training."""
     from smartrec.api.runtime import Runtime
-    from smartrec.training.tune import log_tuning
-    from smartrec.training.tune import tune as run_tune
 
     settings = _settings(config)
     runtime = Runtime.build(settings)
     runtime.store.migrate()
     names = [a.strip() for a in algorithms.split(",")] if algorithms else list(settings.models)
-    data = runtime.trainer.load_data()
-    result = run_tune(
-        data,
-        names,
-        budget,
-        defaults=settings.models,
-        validation_fraction=settings.validation_fraction,
-        progress=lambda msg: console.print(f"[dim]{msg}[/]"),
+    result = runtime.trainer.tune(
+        budget, names, progress=lambda msg: console.print(f"[dim]{msg}[/]")
     )
-    run_id = log_tuning(result, runtime.registry, settings.experiment)
     table = Table(title=f"tuning ({result.seconds:.0f}s of {budget:.0f}s)")
     for h in ("model", "default", "best", "trials", "chosen parameters"):
         table.add_column(h, justify="left" if h in ("model", "chosen parameters") else "right")
@@ -262,7 +253,9 @@ def tune(
             json.dumps(result.best_params[name], default=str),
         )
     console.print(table)
-    console.print(f"logged to MLflow run {run_id}; the next training uses these values")
+    if "pipeline" in result.best_params:
+        console.print(f"ranking stage: {json.dumps(result.best_params['pipeline'], default=str)}")
+    console.print("logged to MLflow; the next training uses these values")
 
 
 @app.command("import")

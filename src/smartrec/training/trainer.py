@@ -181,49 +181,61 @@ class Trainer:
                 log.warning("tuned pipeline parameters not applied: %s", exc)
         return spec
 
+    def tune(
+        self,
+        budget_s: float,
+        algorithms: list[str] | None = None,
+        progress: Progress | None = None,
+    ) -> Any:
+        """Tune the models (60 % of the budget when the pipeline is on) then the pipeline's
+        ranking stage on the trainer's own validation split; log the choices to MLflow, where
+        the next training finds them. Returns the TuneResult (ranking choices under
+        ``best_params["pipeline"]``)."""
+        from smartrec.training.tune import apply_tuned, log_tuning, tune
+
+        say = progress or (lambda msg: log.info(msg))
+        configs = dict(self.settings.models)
+        names = algorithms or list(configs)
+        data = self.load_data()
+        model_budget = budget_s * (0.6 if self.settings.pipeline_enabled else 1.0)
+        say(f"tuning {sorted(names)} for {model_budget:.0f}s")
+        result = tune(
+            data,
+            names,
+            model_budget,
+            defaults={n: configs.get(n, {}) for n in names},
+            validation_fraction=self.settings.validation_fraction,
+            progress=say,
+        )
+        if self.settings.pipeline_enabled:
+            from smartrec.pipeline.tuning import tune_pipeline
+            from smartrec.training.tune import temporal_validation
+
+            tuned_models = apply_tuned(configs, result.best_params, {})
+            fraction = self.settings.validation_fraction
+            try:
+                chosen = tune_pipeline(
+                    data,
+                    self.pipeline_spec(tuned_models, {}),
+                    self.catalog,
+                    budget_s - model_budget,
+                    lambda d: temporal_validation(d, fraction),
+                    progress=say,
+                )
+                result.best_params[PIPELINE] = chosen.params
+            except Exception as exc:  # the models' tuning still counts
+                say(f"pipeline tuning failed: {type(exc).__name__}: {exc}")
+        log_tuning(result, self.registry, self.settings.experiment)
+        return result
+
     def _configured_models(self, say: Progress, budget_s: float) -> dict[str, dict[str, Any]]:
         """The configured models with tuned values where the configuration does not pin them;
         tunes first when ``tune_budget_s`` is set."""
-        from smartrec.training.tune import (
-            apply_tuned,
-            explicit_models,
-            load_tuned_params,
-            log_tuning,
-            tune,
-        )
+        from smartrec.training.tune import apply_tuned, explicit_models, load_tuned_params
 
         configs = dict(self.settings.models)
         if budget_s > 0:
-            data = self.load_data()
-            model_budget = budget_s * (0.6 if self.settings.pipeline_enabled else 1.0)
-            say(f"tuning {sorted(configs)} for {model_budget:.0f}s")
-            result = tune(
-                data,
-                list(configs),
-                model_budget,
-                defaults=configs,
-                validation_fraction=self.settings.validation_fraction,
-                progress=say,
-            )
-            if self.settings.pipeline_enabled:
-                from smartrec.pipeline.tuning import tune_pipeline
-                from smartrec.training.tune import temporal_validation
-
-                tuned_models = apply_tuned(configs, result.best_params, {})
-                fraction = self.settings.validation_fraction
-                try:
-                    chosen = tune_pipeline(
-                        data,
-                        self.pipeline_spec(tuned_models, {}),
-                        self.catalog,
-                        budget_s - model_budget,
-                        lambda d: temporal_validation(d, fraction),
-                        progress=say,
-                    )
-                    result.best_params[PIPELINE] = chosen.params
-                except Exception as exc:  # the models' tuning still counts
-                    say(f"pipeline tuning failed: {type(exc).__name__}: {exc}")
-            log_tuning(result, self.registry, self.settings.experiment)
+            self.tune(budget_s, progress=say)
         try:
             tuned = load_tuned_params(self.registry, self.settings.experiment)
         except Exception as exc:  # the registry may be unreachable; train on the configuration

@@ -1,0 +1,53 @@
+"""The command line: `smartrec tune` tunes on stored events and the next training uses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from smartrec.cli import app
+from smartrec.datasets import generate
+
+
+@pytest.fixture()
+def home_with_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from fastapi.testclient import TestClient
+
+    from smartrec.api.app import create_app
+    from smartrec.config import Settings
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("SMARTREC_HOME", str(home))
+    monkeypatch.setenv("SMARTREC_MODELS", '{"ease": {"l2": 50.0}, "popularity": {}}')
+    syn = generate(n_users=120, n_items=80, n_events=3000, n_categories=5, seed=2)
+    events = [
+        {"user_id": u, "item_id": i, "type": t, "timestamp": int(ts)}
+        for u, i, t, ts in zip(
+            syn.event_user_ids().tolist(),
+            syn.event_item_ids().tolist(),
+            syn.event_type_names().tolist(),
+            syn.timestamp.tolist(),
+            strict=True,
+        )
+    ]
+    with TestClient(create_app(Settings(home=home, reload_interval_s=0))) as client:
+        assert client.post("/v1/items", json={"items": syn.items()}).status_code == 200
+        for start in range(0, len(events), 1000):
+            batch = {"events": events[start : start + 1000]}
+            assert client.post("/v1/events", json=batch).status_code == 202
+    return home
+
+
+def test_tune_command_logs_choices_the_next_training_uses(home_with_events: Path) -> None:
+    result = CliRunner().invoke(app, ["tune", "--budget", "6"])
+    assert result.exit_code == 0, result.output
+    assert "ease" in result.output and "logged to MLflow" in result.output
+    from smartrec.api.runtime import Runtime
+    from smartrec.config import Settings
+    from smartrec.training.tune import load_tuned_params
+
+    runtime = Runtime.build(Settings(home=home_with_events))
+    tuned = load_tuned_params(runtime.registry)
+    assert "ease" in tuned and "pipeline" in tuned
