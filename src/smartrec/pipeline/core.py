@@ -255,11 +255,14 @@ class TrainedPipeline:
         matrix = index.matrix
         total = matrix.shape[0]
         if r.scope == "cold":
-            scope, sub = self._cold_scope(index)
+            scope, postings = self._cold_scope(index, r.scope_limit)
             extra = np.arange(n_model, total)  # items newer than the model: few
-            scope = np.concatenate([scope, extra]) if extra.size else scope
-            s_scope = np.asarray(sub @ query, dtype=np.float32).ravel()
+            if postings is not None:
+                scope, s_scope = _inverted_scores(postings, scope, query)
+            else:
+                s_scope = _dot(matrix[scope], None, query) if scope.size else np.zeros(0)
             if extra.size:
+                scope = np.concatenate([scope, extra])
                 s_scope = np.concatenate([s_scope, _dot(matrix, extra, query)])
         else:
             scope = np.arange(total)
@@ -284,13 +287,27 @@ class TrainedPipeline:
 
         return top, content_score
 
-    def _cold_scope(self, index: Any) -> tuple[np.ndarray, Any]:
-        """Model items with few events and their content rows, computed once per index."""
+    def _cold_scope(self, index: Any, limit: int) -> tuple[np.ndarray, Any]:
+        """The newest ``limit`` model items with few events, and an inverted index (terms x
+        those items) of their content rows when the vectors are sparse; computed once per
+        content index."""
         cache = self.__dict__.get("_cache_cold")
-        if cache is None or cache[0] is not index.matrix:
+        if cache is None or cache[0] is not index.matrix or cache[3] != limit:
             scope = np.flatnonzero(self.stats.counts < COLD_EVENTS)
             scope = scope[scope < index.matrix.shape[0]]
-            cache = (index.matrix, scope, index.matrix[scope])
+            if len(scope) > limit:
+                born = np.where(
+                    np.isnan(self.stats.published[scope]),
+                    self.stats.first_seen[scope],
+                    self.stats.published[scope],
+                )
+                born = np.nan_to_num(born, nan=-np.inf)
+                newest = np.lexsort((scope, born))[-limit:]  # ties: later on the axis = newer
+                scope = np.sort(scope[newest])
+            postings = None
+            if sp.issparse(index.matrix):
+                postings = sp.csr_matrix(index.matrix[scope].T)  # row t: items with term t
+            cache = (index.matrix, scope, postings, limit)
             self.__dict__["_cache_cold"] = cache
         return cache[1], cache[2]
 
@@ -551,13 +568,25 @@ def _sparse_neighbours(
     allowed: np.ndarray | None,
 ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
     """Item-kNN scores stay sparse: only the history's neighbours can score above zero."""
-    x = row.copy()
+    weights = row.data.astype(np.float32)
     if model.params.get("binary", True):
-        x.data = (x.data > 0).astype(np.float32)
-    scored = sp.csr_matrix(x @ similarity)
-    scored.sum_duplicates()
-    cols = scored.indices.astype(np.int64)
-    vals = scored.data.astype(np.float32)
+        weights = (weights > 0).astype(np.float32)
+    # score = user_items @ S: the sum of the history items' rows of S. Slicing those rows and
+    # adding them up touches only their neighbours (scipy's sparse product would allocate
+    # catalogue-sized work arrays on every call).
+    block = similarity[row.indices]
+    counts = np.diff(block.indptr)
+    cols_all = block.indices.astype(np.int64)
+    vals_all = block.data * np.repeat(weights, counts)
+    if len(cols_all) * 8 > similarity.shape[1]:
+        # Many entries: one C pass into a catalogue-sized array beats sorting them.
+        dense = np.bincount(cols_all, weights=vals_all, minlength=similarity.shape[1])
+        cols = np.flatnonzero(dense)
+        vals = dense[cols].astype(np.float32)
+    else:
+        cols, inverse = np.unique(cols_all, return_inverse=True)
+        vals = np.zeros(len(cols), dtype=np.float32)
+        np.add.at(vals, inverse, vals_all.astype(np.float32))
     ok = vals > 0
     if blocked.size:
         ok &= ~np.isin(cols, blocked)
@@ -565,8 +594,7 @@ def _sparse_neighbours(
         ok &= allowed[cols]
     c, v = cols[ok], vals[ok]
     top = c[_top(v, n, None)]
-    order = np.argsort(cols)
-    sorted_cols, sorted_vals = cols[order], vals[order]
+    sorted_cols, sorted_vals = cols, vals  # np.unique returns them sorted
 
     def score(idx: np.ndarray) -> np.ndarray:
         out = np.zeros(len(idx), dtype=np.float32)
@@ -592,6 +620,30 @@ def _content_query(index: Any, recent: list[int]) -> np.ndarray | sp.csr_matrix 
     if norm == 0.0:
         return None
     return np.asarray(q / norm, dtype=np.float32)
+
+
+#: The content query keeps its heaviest terms only: rare (high-idf) words decide similarity,
+#: and a category token shared by a twentieth of a million-item catalogue would cost more to
+#: walk than it tells.
+QUERY_TERMS = 32
+
+
+def _inverted_scores(
+    postings: sp.csr_matrix, scope: np.ndarray, query: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(items, cosine) for the scope items sharing a term with the query's heaviest terms."""
+    terms = np.flatnonzero(query)
+    if terms.size > QUERY_TERMS:
+        terms = terms[np.argpartition(-query[terms], QUERY_TERMS - 1)[:QUERY_TERMS]]
+    if terms.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    block = postings[terms]
+    counts = np.diff(block.indptr)
+    weights = block.data * np.repeat(query[terms], counts)
+    # One C pass over the postings (bincount) beats sorting them (np.unique) by far.
+    sums = np.bincount(block.indices, weights=weights, minlength=len(scope))
+    local = np.flatnonzero(sums)
+    return scope[local], sums[local].astype(np.float32)
 
 
 def _dot(matrix: Any, rows: np.ndarray | None, query: np.ndarray) -> np.ndarray:

@@ -57,6 +57,9 @@ class RetrieverConfig(_Config):
     #: content: "cold" scores only items with few events (cheap at any catalogue size; that is
     #: what content is for), "all" every item.
     scope: Literal["cold", "all"] = "cold"
+    #: content, cold scope: at most this many cold items, the newest (by publication, else
+    #: first event; undated ones count as oldest). Items added after training always count.
+    scope_limit: int = Field(default=50_000, ge=1)
 
     @field_validator("windows")
     @classmethod
