@@ -112,7 +112,7 @@ def test_running_jobs_keep_their_heartbeat_fresh(tmp_path: Path) -> None:
     release = threading.Event()
 
     class SlowTrainer:
-        def run(self, models: object = None) -> object:
+        def run(self, models: object = None, tune_budget_s: object = None) -> object:
             release.wait(10)
             raise RuntimeError("stopped on purpose")
 
