@@ -361,3 +361,51 @@ def test_itemknn_neighbours_stay_sparse_and_agree_with_dense(world: Any) -> None
     np.testing.assert_allclose(np.sort(dense[top])[::-1], np.sort(dense[expected])[::-1])
     np.testing.assert_allclose(scorer(top), dense[top], rtol=1e-5)
     assert scorer(np.array([q.exclude[0]]))[0] >= 0
+
+
+def test_prune_rows_keeps_each_rows_largest_entries() -> None:
+    from smartrec.pipeline.core import prune_rows
+
+    rng = np.random.default_rng(0)
+    m = sp.random(50, 400, density=0.2, format="csr", random_state=1, dtype=np.float32)
+    m.data = rng.random(m.nnz).astype(np.float32)
+    pruned = prune_rows(m, 5)
+    assert pruned.shape == m.shape
+    for i in range(m.shape[0]):
+        full = m.getrow(i)
+        got = pruned.getrow(i)
+        expected = np.sort(full.data)[::-1][:5]
+        np.testing.assert_allclose(np.sort(got.data)[::-1], expected)
+        assert set(got.indices) <= set(full.indices)
+        for j, v in zip(got.indices, got.data, strict=True):
+            assert full[0, j] == v
+    assert prune_rows(m, 10_000) is not None and prune_rows(m, 10_000).nnz == m.nnz
+
+
+def test_pruned_neighbours_score_candidates_exactly(world: Any) -> None:
+    """With rows pruned hard, retrieval may find other items, but every score is exact."""
+    from smartrec.pipeline import core as core_module
+
+    data, catalog, _ = world
+    spec = load_spec().with_models(SMALL_MODELS)
+    retrievers = [
+        r.model_copy(update={"model": "itemknn", "params": {"k": 30}})
+        if r.kind == "neighbours"
+        else r
+        for r in spec.retrievers
+    ]
+    knn_spec = spec.model_copy(update={"retrievers": retrievers})
+    pipe = fit_components(data, knn_spec, catalog, build_ann=False)
+    old = core_module.PRUNED_ROW
+    core_module.PRUNED_ROW = 3
+    try:
+        u = heavy_user(data)
+        q = query_from_matrix(data, u)
+        top, scorer = pipe._retrieve_one(knn_spec.retriever("neighbours"), q, q.exclude, None)
+    finally:
+        core_module.PRUNED_ROW = old
+    dense = pipe.models["neighbours"].score(data.matrix[u])[0]
+    assert len(top) > 0 and not set(top.tolist()) & set(q.exclude.tolist())
+    np.testing.assert_allclose(scorer(top), dense[top], rtol=1e-5)
+    everything = np.arange(data.n_items)
+    np.testing.assert_allclose(scorer(everything), dense, rtol=1e-4, atol=1e-6)

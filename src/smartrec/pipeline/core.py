@@ -236,7 +236,8 @@ class TrainedPipeline:
                 return np.zeros(0, dtype=np.int64), _nan_scorer
             similarity = getattr(model, "similarity", None)
             if sp.issparse(similarity):
-                return _sparse_neighbours(model, similarity, row, r.n, blocked, allowed)
+                pruned, transposed = self._knn_views(r.name, similarity)
+                return _sparse_neighbours(model, pruned, transposed, row, r.n, blocked, allowed)
             full = model.score(row, np.array([-1]))[0]
             masked = full if allowed is None else np.where(allowed[:n_model], full, -np.inf)
             top = _top(np.where(masked > 0, masked, -np.inf), r.n, blocked)
@@ -286,6 +287,25 @@ class TrainedPipeline:
             return out
 
         return top, content_score
+
+    def _knn_views(self, name: str, similarity: sp.csr_matrix) -> tuple[Any, Any]:
+        """(rows pruned for retrieval, the transpose for exact scores), built once per model."""
+        cache = self.__dict__.setdefault("_cache_knn", {})
+        views = cache.get(name)
+        if views is None or views[0] is not similarity:
+            views = (similarity, prune_rows(similarity, PRUNED_ROW), sp.csr_matrix(similarity.T))
+            cache[name] = views
+        return views[1], views[2]
+
+    def warm(self) -> None:
+        """Build the per-model serving structures now, not on the first request."""
+        for r in self.spec.retrievers:
+            similarity = getattr(self.models.get(r.name), "similarity", None)
+            if r.kind == "neighbours" and sp.issparse(similarity):
+                self._knn_views(r.name, similarity)
+        for r in self.spec.retrievers:
+            if r.kind == "content" and r.scope == "cold" and self.content is not None:
+                self._cold_scope(self.content, r.scope_limit)
 
     def _cold_scope(self, index: Any, limit: int) -> tuple[np.ndarray, Any]:
         """The newest ``limit`` model items with few events, and an inverted index (terms x
@@ -559,52 +579,83 @@ def _first_allowed(
         head *= 4
 
 
+#: Retrieval reads at most this many of each history item's strongest neighbours. A popular
+#: item is among the top-k of thousands of others, so its row of the item-kNN matrix is long;
+#: the candidates' exact scores come from the full matrix all the same (``_exact_scorer``).
+PRUNED_ROW = 200
+
+
+def prune_rows(matrix: sp.csr_matrix, keep: int) -> sp.csr_matrix:
+    """The ``keep`` largest entries of every row (rows already that short are left whole)."""
+    matrix = sp.csr_matrix(matrix)
+    lengths = np.diff(matrix.indptr)
+    if lengths.size == 0 or int(lengths.max()) <= keep:
+        return matrix
+    rows = np.repeat(np.arange(matrix.shape[0]), lengths)
+    order = np.lexsort((-matrix.data, rows))  # by row, largest first
+    rank = np.arange(len(order)) - np.repeat(matrix.indptr[:-1], lengths)
+    kept = order[rank < keep]
+    kept.sort()  # back to CSR order: by row, then column as stored
+    pruned = sp.csr_matrix(
+        (matrix.data[kept], matrix.indices[kept], np.r_[0, np.cumsum(np.minimum(lengths, keep))]),
+        shape=matrix.shape,
+    )
+    return pruned
+
+
 def _sparse_neighbours(
     model: Recommender,
-    similarity: sp.csr_matrix,
+    pruned: sp.csr_matrix,
+    transposed: sp.csr_matrix,
     row: sp.csr_matrix,
     n: int,
     blocked: np.ndarray,
     allowed: np.ndarray | None,
 ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-    """Item-kNN scores stay sparse: only the history's neighbours can score above zero."""
+    """Item-kNN without catalogue-sized work: candidates from the history items' strongest
+    neighbours (``pruned`` rows of S), exact scores from S's columns (rows of ``transposed``)."""
     weights = row.data.astype(np.float32)
     if model.params.get("binary", True):
         weights = (weights > 0).astype(np.float32)
-    # score = user_items @ S: the sum of the history items' rows of S. Slicing those rows and
-    # adding them up touches only their neighbours (scipy's sparse product would allocate
-    # catalogue-sized work arrays on every call).
-    block = similarity[row.indices]
+    hist = row.indices.astype(np.int64)  # sorted (CSR)
+    block = pruned[hist]
     counts = np.diff(block.indptr)
-    cols_all = block.indices.astype(np.int64)
-    vals_all = block.data * np.repeat(weights, counts)
-    if len(cols_all) * 8 > similarity.shape[1]:
-        # Many entries: one C pass into a catalogue-sized array beats sorting them.
-        dense = np.bincount(cols_all, weights=vals_all, minlength=similarity.shape[1])
-        cols = np.flatnonzero(dense)
-        vals = dense[cols].astype(np.float32)
-    else:
-        cols, inverse = np.unique(cols_all, return_inverse=True)
-        vals = np.zeros(len(cols), dtype=np.float32)
-        np.add.at(vals, inverse, vals_all.astype(np.float32))
+    cols, inverse = np.unique(block.indices, return_inverse=True)
+    vals = np.zeros(len(cols), dtype=np.float32)
+    np.add.at(vals, inverse, (block.data * np.repeat(weights, counts)).astype(np.float32))
     ok = vals > 0
     if blocked.size:
         ok &= ~np.isin(cols, blocked)
     if allowed is not None:
         ok &= allowed[cols]
     c, v = cols[ok], vals[ok]
-    top = c[_top(v, n, None)]
-    sorted_cols, sorted_vals = cols, vals  # np.unique returns them sorted
+    # Re-rank the pruned sums' best by their exact scores.
+    pool = c[_top(v, max(2 * n, n + 50), None)].astype(np.int64)
+    score = _exact_scorer(transposed, hist, weights)
+    exact = score(pool)
+    order = np.argsort(-exact, kind="stable")[:n]
+    return pool[order][exact[order] > 0], score
+
+
+def _exact_scorer(
+    transposed: sp.csr_matrix, hist: np.ndarray, weights: np.ndarray
+) -> Callable[[np.ndarray], np.ndarray]:
+    """score(j) = sum over history items i of weight_i * S[i, j], read from column j of S."""
 
     def score(idx: np.ndarray) -> np.ndarray:
         out = np.zeros(len(idx), dtype=np.float32)
-        if len(sorted_cols):
-            pos = np.minimum(np.searchsorted(sorted_cols, idx), len(sorted_cols) - 1)
-            hit = sorted_cols[pos] == idx
-            out[hit] = sorted_vals[pos[hit]]
+        inside = idx < transposed.shape[0]
+        if not inside.any() or hist.size == 0:
+            return out
+        block = transposed[idx[inside]]
+        pos = np.minimum(np.searchsorted(hist, block.indices), len(hist) - 1)
+        hit = hist[pos] == block.indices
+        contrib = np.where(hit, block.data * weights[pos], 0.0)
+        rows = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
+        out[inside] = np.bincount(rows, weights=contrib, minlength=block.shape[0])
         return out
 
-    return top, score
+    return score
 
 
 def _content_query(index: Any, recent: list[int]) -> np.ndarray | sp.csr_matrix | None:

@@ -134,6 +134,8 @@ class ServingState:
         n = len(self.items)
         self.n_model = n
         self.pipeline = bundle.pipeline
+        if self.pipeline is not None:
+            self.pipeline.warm()
         self.hidden_attribute = (
             self.pipeline.spec.rules.hidden_attribute if self.pipeline is not None else "hidden"
         )
