@@ -58,6 +58,18 @@ def fitted(world: Any, spec: PipelineSpec) -> TrainedPipeline:
     return fit_components(data, spec, catalog)
 
 
+def itemknn_spec() -> PipelineSpec:
+    """The default pipeline with item-kNN (k=30) as its neighbours retriever."""
+    spec = load_spec().with_models(SMALL_MODELS)
+    retrievers = [
+        r.model_copy(update={"model": "itemknn", "params": {"k": 30}})
+        if r.kind == "neighbours"
+        else r
+        for r in spec.retrievers
+    ]
+    return spec.model_copy(update={"retrievers": retrievers})
+
+
 def heavy_user(data: Interactions) -> int:
     return int(np.argmax(np.diff(data.matrix.indptr)))
 
@@ -342,14 +354,7 @@ def test_tune_pipeline_never_loses_to_the_spec_it_was_given(world: Any, spec: Pi
 
 def test_itemknn_neighbours_stay_sparse_and_agree_with_dense(world: Any) -> None:
     data, catalog, _ = world
-    spec = load_spec().with_models({"itemknn": {"k": 30}, **SMALL_MODELS})
-    retrievers = [
-        r.model_copy(update={"model": "itemknn", "params": {"k": 30}})
-        if r.kind == "neighbours"
-        else r
-        for r in spec.retrievers
-    ]
-    knn_spec = spec.model_copy(update={"retrievers": retrievers})
+    knn_spec = itemknn_spec()
     pipe = fit_components(data, knn_spec, catalog, build_ann=False)
     u = heavy_user(data)
     q = query_from_matrix(data, u)
@@ -387,14 +392,7 @@ def test_pruned_neighbours_score_candidates_exactly(world: Any) -> None:
     from smartrec.pipeline import core as core_module
 
     data, catalog, _ = world
-    spec = load_spec().with_models(SMALL_MODELS)
-    retrievers = [
-        r.model_copy(update={"model": "itemknn", "params": {"k": 30}})
-        if r.kind == "neighbours"
-        else r
-        for r in spec.retrievers
-    ]
-    knn_spec = spec.model_copy(update={"retrievers": retrievers})
+    knn_spec = itemknn_spec()
     pipe = fit_components(data, knn_spec, catalog, build_ann=False)
     old = core_module.PRUNED_ROW
     core_module.PRUNED_ROW = 3
