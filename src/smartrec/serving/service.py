@@ -1,28 +1,26 @@
 """Answering recommendation requests from the champion bundle and the live event log.
 
 The user's history is read from the event log at request time, so item-based models react to
-events sent a moment ago without retraining. The serving state is one immutable object swapped
-by reference: a request holds the state it started with, so a hot swap never breaks it.
+events sent a moment ago without retraining. The serving state (``state.py``) is one object
+swapped by reference: a request holds the state it started with, so a hot swap never breaks it.
+With a pipeline, requests go retrieve -> rank -> rules -> reasons (``_recommend_pipeline``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from smartrec.config import Settings
-from smartrec.domain import EventWeights, IdMap
-from smartrec.errors import NotFound, ValidationFailed
+from smartrec.errors import NotFound
 from smartrec.pipeline.core import COLD_EVENTS, Candidates, TrainedPipeline, UserQuery
 from smartrec.pipeline.diversity import cap_per_category, category_vectors, mmr
 from smartrec.pipeline.filters import ItemFilter, parse_filter
@@ -36,244 +34,24 @@ from smartrec.pipeline.rules import (
 )
 from smartrec.registry import ModelBundle, ModelRegistry
 from smartrec.registry.mlflow_registry import CHAMPION
+from smartrec.serving.state import (
+    Recommendation,
+    Results,
+    ServingState,
+    TtlCache,
+    negative_row,
+    parse_window,
+    positive_first,
+)
 from smartrec.storage.ports import CatalogItem
 from smartrec.storage.sql import SqlStore
 
 log = logging.getLogger(__name__)
 
-WINDOW_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 HISTORY_LIMIT = 500
 #: A narrow filter looks past the candidates at this many popular items at most, in chunks.
 FILTER_SCAN_LIMIT = 20_000
 FILTER_SCAN_CHUNK = 1_000
-MAX_WINDOW_S = 100 * 365 * 86400
-
-
-def parse_window(window: str) -> float:
-    """'7d' -> seconds. Units: s, m, h, d, w."""
-    match = WINDOW_RE.match(window)
-    if not match or float(match.group(1)) <= 0:
-        raise ValidationFailed(
-            f"window {window!r} is not a duration like 30m, 24h, 7d or 2w", field="window"
-        )
-    seconds = float(match.group(1)) * WINDOW_UNITS[match.group(2)]
-    if seconds > MAX_WINDOW_S:  # also keeps the SQL bound inside a 64-bit integer
-        raise ValidationFailed(f"window {window!r} is longer than 100 years", field="window")
-    return seconds
-
-
-V = TypeVar("V")
-
-
-class TtlCache(Generic[V]):
-    """A small thread-safe LRU whose entries expire: bounded memory whatever the keys."""
-
-    def __init__(self, max_entries: int, ttl_s: float) -> None:
-        self.max_entries = max_entries
-        self.ttl_s = ttl_s
-        self._data: OrderedDict[str, tuple[float, V]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> V | None:
-        with self._lock:
-            entry = self._data.get(key)
-            if entry is None:
-                return None
-            if time.monotonic() - entry[0] > self.ttl_s:
-                del self._data[key]
-                return None
-            self._data.move_to_end(key)
-            return entry[1]
-
-    def put(self, key: str, value: V) -> None:
-        with self._lock:
-            self._data[key] = (time.monotonic(), value)
-            self._data.move_to_end(key)
-            while len(self._data) > self.max_entries:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    item_id: str
-    score: float
-    reasons: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Results:
-    items: list[Recommendation]
-    model_version: str | None
-    next_page_token: str | None = None
-
-
-class ServingState:
-    """A loaded bundle plus catalog masks aligned with the model's item axis."""
-
-    def __init__(self, bundle: ModelBundle, catalog: dict[str, CatalogItem], weights: EventWeights):
-        self.bundle = bundle
-        self.version = str(bundle.meta.get("version", "local"))
-        self.items: IdMap = bundle.items
-        self.item_ids: list[str] = bundle.items.to_list()  # plain list: the fastest lookup
-        self.users: IdMap = bundle.users
-        self.weights = weights
-        self._plain_weights = {
-            t: float(w) for t, w in weights.weights.items() if t not in weights.value_types
-        }
-        self._scaled_weights = {
-            t: float(w) for t, w in weights.weights.items() if t in weights.value_types
-        }
-        n = len(self.items)
-        self.n_model = n
-        self.pipeline = bundle.pipeline
-        if self.pipeline is not None:
-            self.pipeline.warm()
-        self.hidden_attribute = (
-            self.pipeline.spec.rules.hidden_attribute if self.pipeline is not None else "hidden"
-        )
-        #: Items added to the catalogue after training: indices n_model, n_model + 1, ...
-        self.extra_index: dict[str, int] = {}
-        self.available = np.ones(n, dtype=bool)
-        self.titles: list[str | None] = [None] * n
-        self.published = np.full(n, np.nan)  # epoch seconds
-        self.categories: dict[str, np.ndarray] = {}
-        self._lock = threading.Lock()
-        self.apply_catalog(catalog)
-        pop_scores = bundle.popularity.score(sp.csr_matrix((1, n), dtype=np.float32))[0]
-        self.popular_order = np.argsort(-pop_scores, kind="stable")
-        self.popular_scores = pop_scores
-
-    @property
-    def n_total(self) -> int:
-        return len(self.item_ids)
-
-    def position(self, item_id: str) -> int:
-        """Index of an item on the serving axis (model items, then newer ones); -1 if unknown."""
-        pos = self.items.lookup.get(item_id)
-        if pos is None:
-            return self.extra_index.get(item_id, -1)
-        return pos
-
-    def apply_catalog(
-        self, catalog: dict[str, CatalogItem], texts: dict[str, CatalogItem] | None = None
-    ) -> list[str]:
-        """Update availability, titles, dates and category masks (copy-on-write); items the
-        model has not seen are appended when the pipeline can reach them (content retrieval).
-        Returns the ids appended."""
-        with self._lock:
-            lookup = self.items.lookup
-            can_extend = self.pipeline is not None and self.pipeline.content is not None
-            new_ids = [
-                i
-                for i, item in catalog.items()
-                if i not in lookup
-                and i not in self.extra_index
-                and can_extend
-                and not item.placeholder
-            ]
-            content = None
-            if new_ids and self.pipeline is not None and self.pipeline.content is not None:
-                rows = texts if texts is not None else catalog
-                content = self.pipeline.content.upsert([rows.get(i) or catalog[i] for i in new_ids])
-                if any(content.index_of(i) != self.n_total + k for k, i in enumerate(new_ids)):
-                    # The content index and the serving axis disagree: do not extend, but still
-                    # apply availability and the rest to the items already on the axis.
-                    log.warning("content index out of line with the serving axis; not extended")
-                    new_ids, content = [], None
-            n_new = self.n_total + len(new_ids)
-            item_ids = self.item_ids + new_ids if new_ids else self.item_ids
-            extra = dict(self.extra_index)
-            for k, i in enumerate(new_ids):
-                extra[i] = self.n_total + k
-            grow = n_new - len(self.available)
-            available = np.concatenate([self.available, np.zeros(grow, dtype=bool)])
-            published = np.concatenate([self.published, np.full(grow, np.nan)])
-            titles = list(self.titles) + [None] * grow
-            categories = {
-                k: np.concatenate([v, np.zeros(grow, dtype=bool)])
-                for k, v in self.categories.items()
-            }
-            hidden_key = self.hidden_attribute
-            for item_id, item in catalog.items():
-                pos = lookup.get(item_id)
-                if pos is None:
-                    pos = extra.get(item_id)
-                    if pos is None:
-                        continue
-                available[pos] = item.available and item.attributes.get(hidden_key) is not True
-                titles[pos] = item.title
-                published[pos] = np.nan if item.published_at is None else item.published_at / 1e3
-                for mask in categories.values():
-                    mask[pos] = False
-                for cat in item.categories:
-                    if cat not in categories:
-                        categories[cat] = np.zeros(n_new, dtype=bool)
-                    categories[cat][pos] = True
-            self.item_ids, self.extra_index = item_ids, extra
-            self.available, self.titles, self.categories = available, titles, categories
-            self.published = published
-            if content is not None and self.pipeline is not None:
-                self.pipeline.content = content
-            return new_ids
-
-    def items_row(self, item_ids: Sequence[str]) -> sp.csr_matrix:
-        """A 1 x n_items indicator row of the given (known) items."""
-        index = self.items.lookup
-        cols = np.array(sorted({index[i] for i in item_ids if i in index}), dtype=np.int32)
-        data = np.ones(len(cols), dtype=np.float32)
-        return sp.csr_matrix((data, cols, np.array([0, len(cols)])), shape=(1, len(self.items)))
-
-    def allowed(self, category: str | None) -> np.ndarray:
-        """Mask over the serving axis (model items first: slice ``[:n_model]`` for models)."""
-        if category is None:
-            return self.available
-        mask = self.categories.get(category)
-        if mask is None:
-            return np.zeros(self.n_total, dtype=bool)
-        return self.available & mask
-
-    def user_rows(
-        self, history: Sequence[tuple[str, str, float | None]]
-    ) -> tuple[sp.csr_matrix, sp.csr_matrix, list[int]]:
-        """(confidence row, seen row, known history item indices) for one user's events."""
-        n = len(self.items)
-        if not history:
-            empty = sp.csr_matrix((1, n), dtype=np.float32)
-            return empty, empty, []
-        # Hot path (every request, up to HISTORY_LIMIT events): plain dict look-ups only.
-        index = self.items.lookup
-        plain, scaled = self._plain_weights, self._scaled_weights
-        totals: dict[int, float] = {}  # insertion order = newest first
-        for item_id, event_type, value in history:
-            pos = index.get(item_id)
-            if pos is None:
-                continue
-            weight = plain.get(event_type)
-            if weight is None:
-                weight = scaled.get(event_type, 0.0) * (1.0 if value is None else value)
-            totals[pos] = totals.get(pos, 0.0) + weight
-        if not totals:
-            empty = sp.csr_matrix((1, n), dtype=np.float32)
-            return empty, empty, []
-        recent = list(totals)
-        order = sorted(recent)
-        values = np.fromiter((totals[p] for p in order), dtype=np.float32, count=len(order))
-        cols = np.asarray(order, dtype=np.int32)
-        ones = np.ones(len(order), dtype=np.float32)
-        seen = sp.csr_matrix((ones, cols, np.array([0, len(order)])), shape=(1, n))
-        positive = values > 0
-        conf = sp.csr_matrix(
-            (values[positive], cols[positive], np.array([0, int(positive.sum())])), shape=(1, n)
-        )
-        return conf, seen, recent
 
 
 class RecommendationService:
@@ -1191,18 +969,3 @@ class RequestRules:
     diversity: float | None = None
     max_per_category: int | None = None
     exploration: float | None = None
-
-
-def positive_first(hist_idx: list[int], conf: sp.csr_matrix) -> list[int]:
-    """History items with positive feedback, newest first (one set look-up each)."""
-    if conf.nnz == 0:
-        return []
-    positive = set(conf.indices[conf.data > 0].tolist())
-    return [i for i in hist_idx if i in positive]
-
-
-def negative_row(conf: sp.csr_matrix, seen: sp.csr_matrix) -> sp.csr_matrix:
-    """Items the user touched whose summed feedback is not positive (disliked, returned...)."""
-    negative = np.setdiff1d(seen.indices, conf.indices)
-    data = np.ones(len(negative), dtype=np.float32)
-    return sp.csr_matrix((data, negative, np.array([0, len(negative)])), shape=seen.shape)
