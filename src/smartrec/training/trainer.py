@@ -186,6 +186,7 @@ class Trainer:
         budget_s: float,
         algorithms: list[str] | None = None,
         progress: Progress | None = None,
+        data: Interactions | None = None,
     ) -> Any:
         """Tune the models (60 % of the budget when the pipeline is on) then the pipeline's
         ranking stage on the trainer's own validation split; log the choices to MLflow, where
@@ -196,7 +197,8 @@ class Trainer:
         say = progress or (lambda msg: log.info(msg))
         configs = dict(self.settings.models)
         names = algorithms or list(configs)
-        data = self.load_data()
+        if data is None:
+            data = self.load_data()
         model_budget = budget_s * (0.6 if self.settings.pipeline_enabled else 1.0)
         say(f"tuning {sorted(names)} for {model_budget:.0f}s")
         result = tune(
@@ -228,14 +230,16 @@ class Trainer:
         log_tuning(result, self.registry, self.settings.experiment)
         return result
 
-    def _configured_models(self, say: Progress, budget_s: float) -> dict[str, dict[str, Any]]:
+    def _configured_models(
+        self, say: Progress, budget_s: float, data: Interactions | None = None
+    ) -> dict[str, dict[str, Any]]:
         """The configured models with tuned values where the configuration does not pin them;
-        tunes first when ``tune_budget_s`` is set."""
+        tunes first (on ``data``, the run's snapshot) when ``tune_budget_s`` is set."""
         from smartrec.training.tune import apply_tuned, explicit_models, load_tuned_params
 
         configs = dict(self.settings.models)
         if budget_s > 0:
-            self.tune(budget_s, progress=say)
+            self.tune(budget_s, progress=say, data=data)
         try:
             tuned = load_tuned_params(self.registry, self.settings.experiment)
         except Exception as exc:  # the registry may be unreachable; train on the configuration
@@ -255,14 +259,14 @@ class Trainer:
     ) -> TrainResult:
         say = progress or (lambda msg: log.info(msg))
         started = time.perf_counter()
+        say("loading the event log")
+        data = self.load_data()  # once: tuning and training see the same snapshot
+        say(f"{data.n_events} events, {data.n_users} users, {data.n_items} items")
         budget = self.settings.tune_budget_s if tune_budget_s is None else tune_budget_s
-        configs = models if models is not None else self._configured_models(say, budget)
+        configs = models if models is not None else self._configured_models(say, budget, data)
         if not configs:
             raise TrainingError("no models configured to train")
         metric = self.settings.selection_metric
-        say("loading the event log")
-        data = self.load_data()
-        say(f"{data.n_events} events, {data.n_users} users, {data.n_items} items")
         val = self.split(data)
         notes: list[str] = []
         if val.n_users == 0:
