@@ -14,6 +14,7 @@ learned ranker, and the pipeline with diversity rules on top.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -183,12 +184,14 @@ def run_pipeline_protocol(
             "trials": chosen.n_trials,
         }
 
-    def pipeline_row(name: str, s: PipelineSpec, div: float = 1.0) -> tuple[dict[str, Any], Any]:
+    def fit(s: PipelineSpec) -> tuple[TrainedPipeline, float]:
         t0 = time.perf_counter()
         pipe = fit_pipeline(train, s, catalog, label_split="random", seed=seed, progress=say)
-        fit_s = time.perf_counter() - t0
+        return pipe, time.perf_counter() - t0
+
+    def pipeline_row(name: str, pipe: TrainedPipeline, fit_s: float) -> dict[str, Any]:
         t0 = time.perf_counter()
-        recs = pipeline_top_k(pipe, train, users, max(k, 20), diversity=div)
+        recs = pipeline_top_k(pipe, train, users, max(k, 20))
         row = evaluate_recommendations(
             name,
             recs,
@@ -197,10 +200,10 @@ def run_pipeline_protocol(
             k=k,
             train_seconds=round(fit_s, 3),
             predict_seconds=round(time.perf_counter() - t0, 3),
-            params={"ranker": pipe.info.get("ranker"), "diversity": div},
+            params={"ranker": pipe.info.get("ranker")},
         )
         say(f"{name}: ndcg@{k}={row[f'ndcg@{k}']:.4f}")
-        return row, pipe
+        return row
 
     source_spec = fusion_base if fusion_base is not None else base_spec
     fusion_spec = source_spec.model_copy(
@@ -209,8 +212,20 @@ def run_pipeline_protocol(
     ranker_spec = base_spec.model_copy(
         update={"ranker": base_spec.ranker.model_copy(update={"kind": "lightgbm"})}
     )
-    fusion_row, fusion_pipe = pipeline_row("pipeline-fusion", fusion_spec)
-    ranker_row, ranker_pipe = pipeline_row("pipeline-ranker", ranker_spec)
+    ranker_pipe, ranker_s = fit(ranker_spec)
+    same_retrievers = [r.model_dump(exclude={"weight"}) for r in fusion_spec.retrievers] == [
+        r.model_dump(exclude={"weight"}) for r in ranker_spec.retrievers
+    ]
+    if same_retrievers:
+        # Fusion only re-weighs what the same retrievers found: reuse them, fit nothing twice.
+        fusion_pipe = dataclasses.replace(
+            ranker_pipe, spec=fusion_spec, ranker=None, info={"ranker": "fusion"}
+        )
+        fusion_s = float("nan")
+    else:
+        fusion_pipe, fusion_s = fit(fusion_spec)
+    fusion_row = pipeline_row("pipeline-fusion", fusion_pipe, fusion_s)
+    ranker_row = pipeline_row("pipeline-ranker", ranker_pipe, ranker_s)
     # "pipeline" is the configuration as specified (or as tuning chose it), what would serve.
     chosen_kind = base_spec.ranker.kind
     pipe = ranker_pipe if chosen_kind == "lightgbm" else fusion_pipe
