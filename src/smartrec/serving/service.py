@@ -35,6 +35,7 @@ from smartrec.pipeline.rules import (
 from smartrec.registry import ModelBundle, ModelRegistry
 from smartrec.registry.mlflow_registry import CHAMPION
 from smartrec.serving.state import (
+    DEFAULT_HIDDEN_ATTRIBUTE,
     Recommendation,
     Results,
     ServingState,
@@ -42,6 +43,7 @@ from smartrec.serving.state import (
     negative_row,
     parse_window,
     positive_first,
+    visible,
 )
 from smartrec.storage.ports import CatalogItem
 from smartrec.storage.sql import SqlStore
@@ -930,12 +932,14 @@ class RecommendationService:
         """Keep available items (of the category); reads the catalog in chunks, stops early."""
         out: list[tuple[str, float]] = []
         chunk = 500
+        state = self._state
+        hidden = state.hidden_attribute if state is not None else DEFAULT_HIDDEN_ATTRIBUTE
         for start in range(0, len(ranking), chunk):
             part = ranking[start : start + chunk]
             catalog = self.store.catalog([i for i, _ in part])
             for item_id, score in part:
                 item = catalog.get(item_id)
-                if item is None or not item.available or item.attributes.get("hidden") is True:
+                if item is None or not visible(item, hidden):
                     continue
                 if category is not None and category not in item.categories:
                     continue

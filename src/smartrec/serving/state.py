@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 WINDOW_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_WINDOW_S = 100 * 365 * 86400
+DEFAULT_HIDDEN_ATTRIBUTE = "hidden"
+
+
+def visible(item: CatalogItem, hidden_attribute: str = DEFAULT_HIDDEN_ATTRIBUTE) -> bool:
+    """May this item be shown at all: available, and not hidden by its attribute."""
+    return item.available and item.attributes.get(hidden_attribute) is not True
 
 
 def parse_window(window: str) -> float:
@@ -117,7 +123,9 @@ class ServingState:
         if self.pipeline is not None:
             self.pipeline.warm()
         self.hidden_attribute = (
-            self.pipeline.spec.rules.hidden_attribute if self.pipeline is not None else "hidden"
+            self.pipeline.spec.rules.hidden_attribute
+            if self.pipeline is not None
+            else DEFAULT_HIDDEN_ATTRIBUTE
         )
         #: Items added to the catalogue after training: indices n_model, n_model + 1, ...
         self.extra_index: dict[str, int] = {}
@@ -188,7 +196,7 @@ class ServingState:
                     pos = extra.get(item_id)
                     if pos is None:
                         continue
-                available[pos] = item.available and item.attributes.get(hidden_key) is not True
+                available[pos] = visible(item, hidden_key)
                 titles[pos] = item.title
                 published[pos] = np.nan if item.published_at is None else item.published_at / 1e3
                 for mask in categories.values():
