@@ -99,10 +99,29 @@ class Settings(BaseSettings):
     load_model_on_start: bool = True
     #: Seconds a popular-items answer may be reused.
     popular_cache_ttl_s: float = 30.0
-    #: A user's first page from the pipeline is kept this long (seconds; 0 = off). The key
-    #: includes the user's event history, so an event sent since is never answered from it.
+    #: With feeds off, a user's first page from the pipeline is kept this long (seconds; 0 =
+    #: off). The key includes the user's event history, so an event sent since is never
+    #: answered from it.
     user_cache_ttl_s: float = Field(default=10.0, ge=0)
     user_cache_entries: int = Field(default=20_000, ge=1)
+    #: Per-user feeds (``serving/feeds.py``): the pipeline's ranking of a user's candidates,
+    #: kept so that a request runs the business rules only. Off = every request retrieves and
+    #: ranks.
+    feeds_enabled: bool = True
+    #: Ranked items a feed keeps (enough for several pages, filters and diversity; a request
+    #: the feed cannot answer goes through the full pipeline). About 30 bytes an item.
+    feed_items: int = Field(default=100, ge=10, le=10_000)
+    #: Users whose feeds are kept in memory per process (least recently used dropped first).
+    feed_entries: int = Field(default=100_000, ge=1)
+    #: Feeds built ahead of requests, after a model is installed, for this many of the most
+    #: recently active users (0 = build on demand only).
+    feed_precompute_users: int = Field(default=10_000, ge=0)
+    #: A feed older than this is rebuilt (item age and windowed popularity drift; new items
+    #: reach feeds through content retrieval at the next build).
+    feed_max_age_s: float = Field(default=900.0, gt=0)
+    #: Seconds between polls of the event log for users with events stored by other processes
+    #: (their feeds are dropped). Events sent to this process drop feeds at once. 0 = no poll.
+    feed_poll_interval_s: float = Field(default=1.0, ge=0)
 
     #: Threads serving blocking request work per process. Requests are CPU-bound numpy work
     #: under the GIL: a few threads keep tail latency low; scale with ``workers`` instead.

@@ -22,6 +22,7 @@ from smartrec.models import create
 from smartrec.pipeline.core import TrainedPipeline, fit_pipeline
 from smartrec.pipeline.spec import load_spec
 from smartrec.registry import ModelBundle
+from smartrec.serving.service import COMMIT_MARGIN_MS
 from tests.api.conftest import (
     World,
     assert_problem,
@@ -31,6 +32,8 @@ from tests.api.conftest import (
     post_events,
     runtime,
 )
+
+COMMIT_MARGIN_S = COMMIT_MARGIN_MS / 1000 + 0.1
 
 #: Small models; LightGBM on one thread (its OpenMP threads crawl on a busy 2-core machine).
 MODELS: dict[str, dict[str, Any]] = {"als": {"factors": 16, "iterations": 8}, "ease": {"l2": 50.0}}
@@ -370,6 +373,9 @@ def test_negative_feedback_on_an_item_newer_than_the_model(served: Served) -> No
 def test_promoted_item_comes_first(served: Served) -> None:
     client, world = served.client, served.world
     user = world.heaviest_user()
+    # A fresh install: the user's feed may date from before items that earlier tests added,
+    # and the promoted version below ranks afresh.
+    served.install()
     plain = recs(client, user, n=20)
     low = ids_of(plain)[-1]
     assert all("promoted" not in kinds(i) for i in plain["items"])
@@ -721,34 +727,37 @@ def test_rankings_use_the_pipeline_and_explain(served: Served) -> None:
     assert body["model_version"] == "p1"
 
 
-def test_first_pages_are_cached_until_the_user_acts(
-    served: Served, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_feeds_answer_until_the_user_acts(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's ranking is kept as a feed: later requests with other parameters run the
+    rules only, until an event of the user makes it stale."""
     service = runtime(served.client).service
     calls: list[str] = []
-    real = service._recommend_pipeline
+    real = service._rank_user
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(service, "_recommend_pipeline", counting)
+    monkeypatch.setattr(service, "_rank_user", counting)
     category = served.world.item_categories[served.world.items[0]["item_id"]][0]
     user, _ = new_user(served, category)
     first = recs(served.client, user, n=5)
     again = recs(served.client, user, n=5)
-    assert again == first and len(calls) == 1  # the second answer came from the cache
-    recs(served.client, user, n=6)
-    assert len(calls) == 2  # other parameters: another entry
-    # An event from the user changes the history, so the next answer is computed afresh
-    # and never shows the item just bought.
+    assert again == first and len(calls) == 1  # the second answer came from the feed
+    six = recs(served.client, user, n=6, diversity=0.8)
+    assert len(calls) == 1 and len(six["items"]) == 6  # other rules: the same feed
+    page2 = recs(served.client, user, n=5, page_token=first["next_page_token"])
+    assert len(calls) == 1 and not set(ids_of(page2)) & set(ids_of(first))
+    # An event from the user drops the feed, so the next answer is ranked afresh and never
+    # shows the item just bought.
     bought = first["items"][0]["item_id"]
     post_events(
         served.client,
         [{"user_id": user, "item_id": bought, "type": "purchase", "timestamp": int(time.time())}],
     )
     after = recs(served.client, user, n=5)
-    assert len(calls) == 3 and bought not in ids_of(after)
+    assert len(calls) == 2 and bought not in ids_of(after)
+    assert service.feed_status()["hits"] >= 3
 
 
 def test_a_narrow_filter_finds_items_retrieval_did_not(served: Served) -> None:
@@ -772,3 +781,119 @@ def test_a_narrow_filter_finds_items_retrieval_did_not(served: Served) -> None:
         assert body["items"][0]["reasons"] == [{"kind": "popular"}]
     finally:
         served.install()
+
+
+# --------------------------------------------------------------------------- feeds
+def test_feeds_built_ahead_answer_without_ranking_or_a_database_read(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Feeds for the most active users are built in batches (one ranker call per batch) and
+    give the same pages as ranking afresh; a request answered from one reads no database."""
+    client = served.client
+    service = runtime(client).service
+    served.install(version="feeds-ahead")
+    users = busy_users(served.world, 4)
+    assert service.build_feeds(10_000) >= len(users)
+    assert service.feed_status()["build"]["done"]
+    ahead = {u: recs(client, u, n=10, diversity=0.7) for u in users}
+    ranked: list[str] = []
+    real = service._rank_user
+    monkeypatch.setattr(service, "_rank_user", lambda *a, **k: ranked.append(a[1]) or real(*a, **k))
+
+    def no_reads(*_: Any, **__: Any) -> Any:
+        raise AssertionError("a feed answer read the database")
+
+    with monkeypatch.context() as m:
+        m.setattr(service.store, "user_history", no_reads)
+        m.setattr(service.store, "catalog", no_reads)
+        for u in users:
+            assert recs(client, u, n=10, diversity=0.7) == ahead[u]
+            assert service.recommend_fast(u, 10) is not None
+        # A filter reads item rows: not on the event loop, but still from the feed.
+        assert service.recommend_fast(users[0], 10, filter="attributes.price >= 0") is None
+    assert ranked == []
+    service._feeds.clear()  # ranked afresh, one request at a time: the same pages
+    for u in users:
+        assert recs(client, u, n=10, diversity=0.7) == ahead[u]
+    assert sorted(ranked) == sorted(users)
+
+
+def test_an_event_stored_by_another_process_drops_the_feed_at_the_next_poll(
+    served: Served,
+) -> None:
+    from smartrec.storage.ports import EventRecord
+
+    client = served.client
+    service = runtime(client).service
+    served.install(version="feeds-poll")
+    service.poll_events()  # sets the mark
+    user = busy_users(served.world, 1)[0]
+    first = ids_of(recs(client, user, n=10))
+    assert user in service._feeds
+    bought = first[0]
+    # Another process (an importer, another replica) stores an event of the user.
+    now_ms = int(time.time() * 1000)
+    runtime(client).store.add_events(
+        [EventRecord(fresh("e"), user, bought, "purchase", None, now_ms)]
+    )
+    assert service.poll_events() == 1
+    assert user not in service._feeds
+    after = ids_of(recs(client, user, n=10))
+    assert bought not in after
+    # A feed built after the poll is kept by the next poll once the commit margin has passed:
+    # here it is within it, so it is dropped again (at most one rebuild per event).
+    assert service.poll_events() <= 1
+
+
+def test_a_feed_keeps_items_hidden_for_a_while(served: Served) -> None:
+    """Feeds are ranked over the whole catalogue and masked per request: an item hidden and
+    shown again comes back without a rebuild, and is never served while hidden."""
+    client, world = served.client, served.world
+    service = runtime(client).service
+    served.install(version="feeds-hidden")
+    user = busy_users(world, 2)[1]
+    first = ids_of(recs(client, user, n=10))
+    target = first[0]
+    before = world_item(world, target)
+    hits = service.feed_status()["hits"]
+    try:
+        post_items(client, [{**before, "available": False}])
+        hidden = ids_of(recs(client, user, n=10))
+        assert target not in hidden and hidden[:9] == first[1:10]
+    finally:
+        post_items(client, [before])
+    assert ids_of(recs(client, user, n=10)) == first
+    assert service.feed_status()["hits"] == hits + 2  # both from the feed
+
+
+def test_background_feed_build_and_event_poll(
+    served: Served, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """In a running server: feeds are built after the install without a request, and an
+    event stored by another process drops the user's feed within the poll interval."""
+    from smartrec.storage.ports import EventRecord
+
+    with ExitStack() as stack:
+        client = open_client(
+            stack,
+            tmp_path_factory.mktemp("feeds-home"),
+            feed_poll_interval_s=0.1,
+            feed_precompute_users=5,
+        )
+        load_world(client, served.world)
+        service = runtime(client).service
+        time.sleep(COMMIT_MARGIN_S)  # the world's events are past the poll's look-back
+        service.install(dataclasses.replace(served.bundle, meta={"version": "bg"}))
+        deadline = time.monotonic() + 60
+        while not service.feed_status()["build"].get("done") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        build = service.feed_status()["build"]
+        assert build["done"] and build["built"] == build["target"] == 5, build
+        user = runtime(client).store.active_users(1)[0]
+        assert user in service._feeds
+        item = served.world.items[0]["item_id"]
+        event = EventRecord(fresh("e"), user, item, "view", None, int(time.time() * 1000))
+        runtime(client).store.add_events([event])
+        while user in service._feeds and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert user not in service._feeds

@@ -29,7 +29,7 @@ def test_migrations_from_empty_match_the_models(db_url: str) -> None:
     store = SqlStore(db_url)
     assert inspect(store.engine).get_table_names() == []
     store.migrate()
-    assert current(store.engine) == "0002"
+    assert current(store.engine) == "0003"
     assert {"items", "users", "events", "training_jobs"} <= set(
         inspect(store.engine).get_table_names()
     )

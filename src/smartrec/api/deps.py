@@ -10,12 +10,13 @@ from smartrec.api.metrics import Metrics
 from smartrec.api.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+# Async on purpose: FastAPI runs a plain-def dependency in the thread pool, a hop per request.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 

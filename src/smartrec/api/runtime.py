@@ -66,7 +66,7 @@ class Runtime:
             failed = self.store.fail_orphaned_jobs(STALE_REASON, self.jobs.stale_after_ms)
             if failed:
                 log.warning("marked %d interrupted training job(s) as failed", failed)
-        self.service.start_watcher()
+        self.service.start()
 
     def stop(self) -> None:
         self.service.stop()

@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from smartrec.pipeline.rules import (
 )
 from smartrec.registry import ModelBundle, ModelRegistry
 from smartrec.registry.mlflow_registry import CHAMPION
+from smartrec.serving.feeds import Feed, FeedCache, Ranked
 from smartrec.serving.state import (
     DEFAULT_HIDDEN_ATTRIBUTE,
     Recommendation,
@@ -51,6 +52,32 @@ from smartrec.storage.sql import SqlStore
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 500
+#: Users ranked per ranker call when feeds are built ahead of requests.
+FEED_BATCH = 64
+#: A feed holds at least this many items (popular ones fill a user with fewer candidates).
+FEED_MIN_ITEMS = 10
+#: Events are stamped ``received_at`` before their batch commits; the event poll looks back
+#: this far so that a late commit is not missed.
+COMMIT_MARGIN_MS = 5_000
+
+
+def score_many(
+    pipeline: TrainedPipeline, batch: Sequence[tuple[Candidates, UserQuery]]
+) -> list[np.ndarray]:
+    """``pipeline.score`` for many users with one ranker call (its per-call cost dominates
+    at a few hundred rows)."""
+    xs = [pipeline.features(c, q) for c, q in batch]
+    if pipeline.ranker is None:
+        col = pipeline.feature_names.index("fused")
+        return [x[:, col] if len(x) else np.zeros(0, dtype=np.float32) for x in xs]
+    sizes = [len(x) for x in xs]
+    rows = [x for x in xs if len(x)]
+    if not rows:
+        return [np.zeros(0, dtype=np.float32) for _ in xs]
+    predicted = np.asarray(pipeline.ranker.predict(np.vstack(rows), num_threads=1), np.float32)
+    return list(np.split(predicted, np.cumsum(sizes)[:-1]))
+
+
 #: A narrow filter looks past the candidates at this many popular items at most, in chunks.
 FILTER_SCAN_LIMIT = 20_000
 FILTER_SCAN_CHUNK = 1_000
@@ -75,6 +102,15 @@ class RecommendationService:
         self._catalog_mark: int | None = None  # newest items.updated_at applied
         self._applied_at_mark: set[str] = set()
         self.last_reload_error: str | None = None
+        self._feeds = FeedCache(settings.feed_entries, settings.feed_max_age_s)
+        self._feeds_on = settings.feeds_enabled
+        self._feed_hits = 0
+        self._feed_misses = 0
+        self._event_mark: int | None = None  # newest events.received_at polled
+        self._feed_build: dict[str, Any] = {}
+        self._running = False  # background work (watcher, feed builds) allowed
+        self._feed_poller: threading.Thread | None = None
+        self._builder: threading.Thread | None = None
 
     def _clear_caches(self) -> None:
         self._popular_cache.clear()
@@ -106,6 +142,9 @@ class RecommendationService:
         self._catalog_mark, self._applied_at_mark = mark, set()
         self.refresh_catalog()  # changes committed while the catalog was being read
         self._clear_caches()
+        self._feeds.clear()
+        if self._running:
+            self._start_feed_build(state)
 
     def refresh_catalog(self) -> int:
         """Apply item rows changed since the last look (by any process); returns how many.
@@ -170,11 +209,129 @@ class RecommendationService:
         self._watcher = threading.Thread(target=loop, name="smartrec-reload", daemon=True)
         self._watcher.start()
 
+    def start(self) -> None:
+        """Background work of a serving process: the registry watcher, the event poll that
+        keeps feeds fresh, and feed builds after each install."""
+        self._running = True
+        self._stop.clear()
+        self.start_watcher()
+        poll = self.settings.feed_poll_interval_s
+        if self._feeds_on and poll > 0 and self._feed_poller is None:
+            self._event_mark = self.store.event_mark()
+
+            def polling() -> None:
+                while not self._stop.wait(poll):
+                    try:
+                        self.poll_events()
+                    except Exception as exc:
+                        log.warning("event poll failed: %s: %s", type(exc).__name__, exc)
+
+            self._feed_poller = threading.Thread(target=polling, name="smartrec-feeds", daemon=True)
+            self._feed_poller.start()
+        state = self._state
+        if state is not None:
+            self._start_feed_build(state)
+
+    # ----------------------------------------------------------------- feeds
+    def events_arrived(self, user_ids: Iterable[str]) -> None:
+        """Events of these users were stored by this process: their feeds are stale now."""
+        for user_id in set(user_ids):
+            self._feeds.invalidate(user_id)
+
+    def poll_events(self) -> int:
+        """Drop the feeds of users with events stored since the last poll, by any process.
+
+        Polls from a little before the newest ``received_at`` seen: an event is stamped before
+        its batch commits, so a late commit is still found. Returns how many feeds it dropped.
+        """
+        if self._event_mark is None:
+            self._event_mark = self.store.event_mark()
+            return 0
+        mark = self._event_mark
+        rows = self.store.users_with_events_since(mark - COMMIT_MARGIN_MS)
+        dropped = 0
+        for user_id, received in rows:
+            dropped += self._feeds.invalidate(user_id, received, COMMIT_MARGIN_MS)
+        if rows:
+            self._event_mark = max(mark, max(r for _, r in rows))
+        return dropped
+
+    def feed_status(self) -> dict[str, Any]:
+        return {
+            "enabled": self._feeds_on,
+            "cached": len(self._feeds),
+            "hits": self._feed_hits,
+            "misses": self._feed_misses,
+            "build": dict(self._feed_build),
+        }
+
+    def _start_feed_build(self, state: ServingState) -> None:
+        limit = self.settings.feed_precompute_users
+        if not self._feeds_on or limit <= 0 or state.pipeline is None:
+            return
+
+        def run() -> None:
+            try:
+                self.build_feeds(limit, state)
+            except Exception as exc:  # serving goes on: feeds are then built on demand
+                self._feed_build["error"] = f"{type(exc).__name__}: {exc}"
+                log.warning("feed build failed: %s", self._feed_build["error"])
+
+        self._builder = threading.Thread(target=run, name="smartrec-feed-build", daemon=True)
+        self._builder.start()
+
+    def build_feeds(self, limit: int, state: ServingState | None = None) -> int:
+        """Build feeds for the ``limit`` most recently active users, most recent first, in
+        batches that share one ranker call; returns how many were stored. Stops early when
+        another model is installed or the service stops."""
+        state = state or self._state
+        if state is None or state.pipeline is None or not self._feeds_on:
+            return 0
+        pipeline = state.pipeline
+        started = time.perf_counter()
+        status: dict[str, Any] = {"version": state.version, "target": 0, "built": 0}
+        self._feed_build = status
+        users = self.store.active_users(limit)
+        status["target"] = len(users)
+        keep = self.settings.feed_items
+        for start in range(0, len(users), FEED_BATCH):
+            if self._state is not state or (self._running and self._stop.is_set()):
+                status["stopped"] = True
+                break
+            batch: list[tuple[str, int, int, UserQuery, np.ndarray, Candidates]] = []
+            for user_id in users[start : start + FEED_BATCH]:
+                if user_id in self._feeds:
+                    continue  # a request built it meanwhile
+                generation = self._feeds.generation(user_id)
+                built_ms = int(time.time() * 1000)
+                history = self.store.user_history(user_id, HISTORY_LIMIT)
+                query, allowed = self._user_query(
+                    state, user_id, history, True, None, PageState.empty()
+                )
+                cands = pipeline.retrieve(query, None)  # unmasked, as in _recommend_pipeline
+                batch.append((user_id, generation, built_ms, query, allowed, cands))
+            all_scores = score_many(pipeline, [(b[5], b[3]) for b in batch])
+            for (user_id, generation, built_ms, query, allowed, cands), scores in zip(
+                batch, all_scores, strict=True
+            ):
+                ranked = self._ranked(state, cands, scores, query, allowed, FEED_MIN_ITEMS)
+                feed = Feed(state.version, ranked.trim(keep), built_ms)
+                status["built"] += self._feeds.put(user_id, feed, generation)
+            status["seconds"] = round(time.perf_counter() - started, 2)
+        status["done"] = True
+        status["seconds"] = round(time.perf_counter() - started, 2)
+        log.info(
+            "feeds: %d of %d users built in %.1fs", status["built"], len(users), status["seconds"]
+        )
+        return int(status["built"])
+
     def stop(self) -> None:
         self._stop.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=5)
-            self._watcher = None
+        self._running = False
+        for thread in (self._watcher, self._feed_poller, self._builder):
+            if thread is not None:
+                thread.join(timeout=5)
+        self._watcher = self._feed_poller = self._builder = None
 
     def catalog_changed(self, item_ids: Sequence[str]) -> None:
         state = self._state
@@ -212,10 +369,15 @@ class RecommendationService:
         shown = decode_page_token(page_token)
         item_filter = parse_filter(filter) if filter else None
         state = self._state
+        request = RequestRules(diversity, max_per_category, exploration)
+        if state is not None and state.pipeline is not None and exclude_seen:
+            served = self._from_feed(state, user_id, n, category, shown, item_filter, request)
+            if served is not None:
+                return served
         history = self.store.user_history(user_id, HISTORY_LIMIT)
         if state is not None and state.pipeline is not None:
             key = None
-            if not shown.shown and self.settings.user_cache_ttl_s > 0:
+            if not shown.shown and self.settings.user_cache_ttl_s > 0 and not self._feeds_on:
                 # The history is part of the key: a new event means a new answer.
                 key = repr(
                     (
@@ -244,7 +406,7 @@ class RecommendationService:
                 category,
                 shown,
                 item_filter,
-                RequestRules(diversity, max_per_category, exploration),
+                request,
             )
             if key is not None and state is self._state:
                 self._user_cache.put(key, results)
@@ -287,6 +449,62 @@ class RecommendationService:
             recs += self._popular_fill(state, want - len(recs), allowed, exclude, recs, category)
         return self._page(recs, shown, n, state.version, item_filter)
 
+    def recommend_fast(
+        self,
+        user_id: str,
+        n: int,
+        exclude_seen: bool = True,
+        category: str | None = None,
+        page_token: str | None = None,
+        filter: str | None = None,
+        diversity: float | None = None,
+        max_per_category: int | None = None,
+        exploration: float | None = None,
+    ) -> Results | None:
+        """The answer from the user's feed when it can be given without blocking I/O (no
+        database read): the API calls it on the event loop and falls back to
+        :meth:`recommend` in a thread when it returns None."""
+        state = self._state
+        if state is None or state.pipeline is None or not exclude_seen or not self._feeds_on:
+            return None
+        shown = decode_page_token(page_token)
+        item_filter = parse_filter(filter) if filter else None
+        request = RequestRules(diversity, max_per_category, exploration)
+        return self._from_feed(
+            state, user_id, n, category, shown, item_filter, request, read_rows=False
+        )
+
+    def _from_feed(
+        self,
+        state: ServingState,
+        user_id: str,
+        n: int,
+        category: str | None,
+        shown: PageState,
+        item_filter: ItemFilter | None,
+        request: RequestRules,
+        read_rows: bool = True,
+    ) -> Results | None:
+        if not self._feeds_on:
+            return None
+        feed = self._feeds.get(user_id, state.version)
+        if feed is None:
+            return None
+        results = self._apply_rules(
+            state,
+            feed.ranked,
+            n,
+            category,
+            shown,
+            item_filter,
+            request,
+            from_feed=True,
+            read_rows=read_rows,
+        )
+        if results is not None:
+            self._feed_hits += 1
+        return results
+
     # ----------------------------------------------------------------- the pipeline
     def _recommend_pipeline(
         self,
@@ -303,7 +521,60 @@ class RecommendationService:
         """Retrieve -> rank -> rules: filter, boosts, diversity, exploration, no repeats."""
         pipeline = state.pipeline
         assert pipeline is not None
-        rules = pipeline.spec.rules
+        self._feed_misses += exclude_seen
+        if self._feeds_on and exclude_seen and category is None and not shown.shown:
+            # What a request with default retrieval ranks is the user's feed: keep it. A feed
+            # is ranked over the whole catalogue and the visibility masks apply at request
+            # time, so an item hidden now and shown again later is not lost from it.
+            generation = self._feeds.generation(user_id)
+            built_ms = int(time.time() * 1000)
+            ranked = self._rank_user(state, user_id, history, n, True, None, shown, masked=False)
+            self._feeds.put(
+                user_id,
+                Feed(state.version, ranked.trim(self.settings.feed_items), built_ms),
+                generation,
+            )
+            results = self._apply_rules(
+                state, ranked, n, None, shown, item_filter, request, from_feed=True
+            )
+            if results is not None:
+                return results
+        ranked = self._rank_user(state, user_id, history, n, exclude_seen, category, shown)
+        results = self._apply_rules(
+            state, ranked, n, category, shown, item_filter, request, from_feed=False
+        )
+        assert results is not None
+        return results
+
+    def _rank_user(
+        self,
+        state: ServingState,
+        user_id: str,
+        history: Sequence[tuple[str, str, float | None]],
+        n: int,
+        exclude_seen: bool,
+        category: str | None,
+        shown: PageState,
+        masked: bool = True,
+    ) -> Ranked:
+        """Retrieval and ranking for one user (the expensive half, a feed when kept); not
+        ``masked``: over every item, visible now or not."""
+        query, allowed = self._user_query(state, user_id, history, exclude_seen, category, shown)
+        pipeline = state.pipeline
+        assert pipeline is not None
+        cands = pipeline.retrieve(query, allowed if masked else None)
+        scores, _ = pipeline.score(cands, query)
+        return self._ranked(state, cands, scores, query, allowed, n)
+
+    def _user_query(
+        self,
+        state: ServingState,
+        user_id: str,
+        history: Sequence[tuple[str, str, float | None]],
+        exclude_seen: bool,
+        category: str | None,
+        shown: PageState,
+    ) -> tuple[UserQuery, np.ndarray]:
         conf, seen_row, hist_idx = state.user_rows(history)
         ever: list[str] | None = None
         if exclude_seen and len(history) >= HISTORY_LIMIT:
@@ -316,7 +587,6 @@ class RecommendationService:
             blocked.append(self._extra_blocked(state, history, exclude_seen, ever))
         if shown.shown:
             blocked.append(self._shown_positions(state, shown))
-        allowed = state.allowed(category)
         query = UserQuery(
             conf=conf,
             user=state.users.get(user_id),
@@ -324,10 +594,19 @@ class RecommendationService:
             exclude=np.unique(np.concatenate(blocked)),
             now=time.time(),
         )
-        cands = pipeline.retrieve(query, allowed)
-        scores, _ = pipeline.score(cands, query)
+        return query, state.allowed(category)
+
+    def _ranked(
+        self,
+        state: ServingState,
+        cands: Candidates,
+        scores: np.ndarray,
+        query: UserQuery,
+        allowed: np.ndarray,
+        n: int,
+    ) -> Ranked:
         items = cands.items
-        origin = ["model"] * len(items)
+        popular = np.zeros(len(items), dtype=bool)
         if len(items) < n + 1:  # too few candidates (new user, narrow filter): popular items
             extra = self._pipeline_fill(state, n + 1 - len(items), allowed, query.exclude, items)
             if extra.size:
@@ -336,17 +615,53 @@ class RecommendationService:
                 scores = np.concatenate(
                     [scores, base - np.arange(len(extra), dtype=np.float32) * 1e-3]
                 )
-                origin += ["popular"] * len(extra)
+                popular = np.concatenate([popular, np.ones(len(extra), dtype=bool)])
+        return Ranked(items, scores, popular, cands, list(query.recent), query.exclude)
+
+    def _apply_rules(
+        self,
+        state: ServingState,
+        ranked: Ranked,
+        n: int,
+        category: str | None,
+        shown: PageState,
+        item_filter: ItemFilter | None,
+        request: RequestRules,
+        from_feed: bool,
+        read_rows: bool = True,
+    ) -> Results | None:
+        """Business rules over a ranking. From a feed (``from_feed``), the category and the
+        items already shown are masked here, and None means "the feed cannot answer this"
+        (too few items left, or catalogue rows needed while ``read_rows`` is off)."""
+        pipeline = state.pipeline
+        assert pipeline is not None
+        rules = pipeline.spec.rules
+        cands = ranked.cands
+        items, scores = ranked.items, ranked.scores
+        origin = ["popular" if p else "model" for p in ranked.popular.tolist()]
+        keep = np.ones(len(items), dtype=bool)
+        allowed = state.allowed(category)
+        if from_feed:
+            # The catalogue may have changed since the feed was built (hidden, unavailable):
+            # the live masks decide, as they do for the online path's retrieval.
+            keep &= allowed[items]
+            if shown.shown:
+                keep &= ~np.isin(items, self._shown_positions(state, shown))
+            if int(keep.sum()) < n + 1:
+                return None  # the online path looks further (or fills with popular items)
         ids = [state.item_ids[i] for i in items.tolist()]
         # Rules that read item rows fetch them for the candidates only.
         needs_rows = item_filter is not None or rules.promoted_filter is not None
+        if needs_rows and not read_rows:
+            return None
         rows = self.store.catalog(ids) if needs_rows else {}
-        keep = np.ones(len(items), dtype=bool)
         if item_filter is not None:
             keep &= item_filter.mask([rows.get(i) for i in ids])
             if int(keep.sum()) < n + 1:  # a narrow filter: look past the candidates
+                if from_feed:
+                    return None
                 more = self._filter_fill(
-                    state, item_filter, n + 1 - int(keep.sum()), allowed, query.exclude, items
+                    state, item_filter, n + 1 - int(keep.sum()), allowed, ranked.exclude, items
                 )
                 if more:
                     base = float(scores.min()) - 1.0 if scores.size else 0.0
@@ -359,7 +674,7 @@ class RecommendationService:
                     ids += [row.item_id for _, row in more]
                     rows.update({row.item_id: row for _, row in more})
         # Boosts: new and promoted items.
-        now = query.now or time.time()
+        now = time.time()
         born = self._born(state, items)
         is_new = (now - born) <= rules.new_days * 86400.0
         promoted = np.array([i in rules.promoted for i in ids], dtype=bool)
@@ -401,7 +716,7 @@ class RecommendationService:
             state,
             pipeline,
             cands,
-            query,
+            ranked.recent,
             items,
             page,
             final,
@@ -412,7 +727,8 @@ class RecommendationService:
             category,
         )
         new_shown = shown.after(r.item_id for r in recs)
-        token = new_shown.encode() if remaining > 0 and recs else None
+        more_left = remaining > 0 or ranked.truncated
+        token = new_shown.encode() if more_left and recs else None
         return Results(recs, state.version, token)
 
     @staticmethod
@@ -532,7 +848,7 @@ class RecommendationService:
         state: ServingState,
         pipeline: TrainedPipeline,
         cands: Candidates,
-        query: UserQuery,
+        recent: list[int],
         items: np.ndarray,
         page: list[int],
         final: np.ndarray,
@@ -545,8 +861,8 @@ class RecommendationService:
         """Readable and parseable reasons: which retriever found it and why."""
         out: list[Recommendation] = []
         page_items = items[page] if page else np.zeros(0, dtype=np.int64)
-        similar_src = self._similar_sources(state, pipeline, query, page_items)
-        content_src = self._content_sources(pipeline, query, page_items)
+        similar_src = self._similar_sources(pipeline, recent, page_items)
+        content_src = self._content_sources(pipeline, recent, page_items)
         for pos, j in enumerate(page):
             idx = int(items[j])
             reasons: list[dict[str, Any]] = []
@@ -596,15 +912,15 @@ class RecommendationService:
 
     @staticmethod
     def _similar_sources(
-        state: ServingState, pipeline: TrainedPipeline, query: UserQuery, page_items: np.ndarray
+        pipeline: TrainedPipeline, recent: list[int], page_items: np.ndarray
     ) -> list[int | None]:
         """The recent history item that lifts each page item most (neighbours model)."""
         out: list[int | None] = [None] * len(page_items)
         r = next((r for r in pipeline.spec.retrievers if r.kind == "neighbours"), None)
         inside = page_items < pipeline.n_items
-        if r is None or not query.recent or not inside.any():
+        if r is None or not recent or not inside.any():
             return out
-        src = np.asarray(query.recent[:50], dtype=np.int64)
+        src = np.asarray(recent[:50], dtype=np.int64)
         contrib = np.asarray(pipeline.models[r.name].contributions(src, page_items[inside]))
         best = contrib.argmax(axis=0)
         for k, pos in enumerate(np.flatnonzero(inside).tolist()):
@@ -614,15 +930,15 @@ class RecommendationService:
 
     @staticmethod
     def _content_sources(
-        pipeline: TrainedPipeline, query: UserQuery, page_items: np.ndarray
+        pipeline: TrainedPipeline, recent: list[int], page_items: np.ndarray
     ) -> list[int | None]:
         """The recent history item most similar in content to each page item."""
         out: list[int | None] = [None] * len(page_items)
         index = pipeline.content
-        if index is None or not query.recent or len(page_items) == 0:
+        if index is None or not recent or len(page_items) == 0:
             return out
         total = index.matrix.shape[0]
-        src = np.asarray([i for i in query.recent[:20] if i < total], dtype=np.int64)
+        src = np.asarray([i for i in recent[:20] if i < total], dtype=np.int64)
         ok = page_items < total
         if src.size == 0 or not ok.any():
             return out
@@ -851,7 +1167,7 @@ class RecommendationService:
                 state,
                 pipeline,
                 cands,
-                query,
+                query.recent,
                 items,
                 order,
                 scores,

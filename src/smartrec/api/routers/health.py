@@ -28,7 +28,11 @@ def readyz(rt: RuntimeDep) -> Any:
             "Service not ready",
             "no model is loaded and there are no events for the popularity fallback",
         )
-    return {"status": "ready", "model_version": rt.service.model_version}
+    return {
+        "status": "ready",
+        "model_version": rt.service.model_version,
+        "feeds": rt.service.feed_status(),
+    }
 
 
 @router.get("/metrics")

@@ -27,6 +27,7 @@ def upsert_users(body: UsersIn, rt: RuntimeDep) -> UpsertOut:
 def add_events(body: EventsIn, rt: RuntimeDep, metrics: MetricsDep) -> EventsOut:
     """Store behaviour events. Durable when answered; an event seen before counts as duplicate."""
     accepted, duplicates = rt.ingestor.add_events(body.events)
+    rt.service.events_arrived(e.user_id for e in body.events)
     metrics.events.inc(accepted)
     metrics.duplicates.inc(duplicates)
     return EventsOut(accepted=accepted, duplicates=duplicates)

@@ -67,6 +67,7 @@ events = Table(
     Column("received_at", BigInteger, nullable=False),
     Index(None, "user_id", "ts"),
     Index(None, "ts"),
+    Index("ix_events_received_at", "received_at"),
 )
 
 training_jobs = Table(

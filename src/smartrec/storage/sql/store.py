@@ -378,6 +378,34 @@ class SqlStore:
             rows = conn.execute(select(c.item_id, c.updated_at).where(c.updated_at >= mark))
             return [(r[0], int(r[1])) for r in rows]
 
+    def event_mark(self) -> int:
+        """The newest ``events.received_at`` (0 with no events; indexed)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(select(func.max(schema.events.c.received_at))).scalar()
+        return int(value or 0)
+
+    def users_with_events_since(self, mark: int) -> list[tuple[str, int]]:
+        """(user_id, newest received_at) of users with events received at or after ``mark``
+        (indexed): how a replica learns of events another process stored."""
+        c = schema.events.c
+        query = (
+            select(c.user_id, func.max(c.received_at))
+            .where(c.received_at >= mark)
+            .group_by(c.user_id)
+        )
+        with self.engine.connect() as conn:
+            return [(r[0], int(r[1])) for r in conn.execute(query)]
+
+    def active_users(self, limit: int) -> list[str]:
+        """The ``limit`` users with the most recent events, most recent first."""
+        c = schema.events.c
+        newest = func.max(c.ts)
+        query = (
+            select(c.user_id).group_by(c.user_id).order_by(newest.desc(), c.user_id).limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(query)]
+
     def item_activity(self, since_ms: int | None) -> list[tuple[str, str, float | None, int]]:
         """(item_id, type, value, count) grouped, for events at or after ``since_ms``."""
         c = schema.events.c
