@@ -82,6 +82,12 @@ def test_invalidate_by_received_time_keeps_feeds_built_after_the_event() -> None
     # Built within the commit margin of the event: it may not have seen it.
     assert cache.invalidate("u", received_ms=6_000, margin_ms=5_000)
     assert "u" not in cache
+    # Nor is such a feed stored later (a build that read the history before the commit)...
+    assert not cache.put("u", feed(built_ms=10_500), cache.generation("u"))
+    # ...while one built after the margin is, and polling the same event again keeps it.
+    assert cache.put("u", feed(built_ms=11_001), cache.generation("u"))
+    assert not cache.invalidate("u", received_ms=6_000, margin_ms=5_000)
+    assert "u" in cache
 
 
 def test_clear_drops_everything_and_cancels_builds() -> None:

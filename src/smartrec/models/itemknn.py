@@ -71,8 +71,18 @@ class ItemKNN(Recommender):
     def contributions(self, sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
         # score = user_items @ similarity, so source i lifts target j by similarity[i, j].
         self._check()
-        rows = self.similarity[np.asarray(sources)]
-        return np.asarray(rows[:, np.asarray(targets)].toarray(), dtype=np.float32)
+        rows = self.similarity[np.asarray(sources)]  # a few rows: cheap
+        # Not rows[:, targets]: scipy's column indexing walks every column of the catalogue
+        # (about 1 ms at a million items, on the serving path). Look the few non-zeros up in
+        # the sorted targets instead.
+        uniq, inverse = np.unique(np.asarray(targets, dtype=np.int64), return_inverse=True)
+        out = np.zeros((rows.shape[0], len(uniq)), dtype=np.float32)
+        if rows.nnz and len(uniq):
+            at = np.minimum(np.searchsorted(uniq, rows.indices), len(uniq) - 1)
+            hit = uniq[at] == rows.indices
+            row_of = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
+            out[row_of[hit], at[hit]] = rows.data[hit]
+        return out[:, inverse]
 
     def _arrays(self) -> dict[str, np.ndarray]:
         s = self.similarity

@@ -17,8 +17,11 @@ A feed is only served while nothing it was built from has changed:
   which read the live catalogue masks.
 
 Builds race with events: a build reads the history, then stores its result. Each user hashes
-to a generation counter that every invalidation bumps; a build stores its feed only if the
-counter did not move while it ran, so an event that arrives mid-build is never lost.
+to a generation counter that an event in this process bumps; a build stores its feed only if
+the counter did not move while it ran. An event found by the poll marks the user's bucket
+"stale before received_at + the commit margin": a feed built from a history read before that
+is dropped and never stored, one built after it is kept. Either way an event that arrives
+mid-build is never lost, and a poll that sees the same event again cancels nothing new.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class Ranked:
     recent: list[int]  # the user's history on the model axis, newest positive first
     exclude: np.ndarray  # positions never to show (seen, negative feedback) at ranking time
     truncated: bool = False  # candidates past ``items`` were dropped when it was stored
+    #: (m, 2) history items behind each item's reasons (similar by neighbours, by content),
+    #: -1 for none; computed once when a feed is stored, instead of per page.
+    sources: np.ndarray | None = None
 
     def trim(self, keep: int) -> Ranked:
         """The ``keep`` best, sorted best first, with compact retriever columns: what a feed
@@ -70,6 +76,7 @@ class Ranked:
             recent=list(self.recent),
             exclude=np.asarray(self.exclude, dtype=np.int64),
             truncated=self.truncated or len(order) < len(self.items),
+            sources=None if self.sources is None else self.sources[order],
         )
 
 
@@ -88,6 +95,7 @@ class FeedCache:
         self.max_age_s = max_age_s
         self._data: OrderedDict[str, Feed] = OrderedDict()
         self._generations = np.zeros(GENERATION_BUCKETS, dtype=np.int64)
+        self._stale_before = np.zeros(GENERATION_BUCKETS, dtype=np.int64)  # epoch ms
         self._lock = threading.Lock()
 
     @staticmethod
@@ -119,8 +127,11 @@ class FeedCache:
 
     def put(self, user_id: str, feed: Feed, generation: int) -> bool:
         """Store unless the user was invalidated since ``generation`` was read."""
+        bucket = self._bucket(user_id)
         with self._lock:
-            if int(self._generations[self._bucket(user_id)]) != generation:
+            if int(self._generations[bucket]) != generation:
+                return False
+            if feed.built_ms <= int(self._stale_before[bucket]):
                 return False
             self._data[user_id] = feed
             self._data.move_to_end(user_id)
@@ -129,15 +140,21 @@ class FeedCache:
             return True
 
     def invalidate(self, user_id: str, received_ms: int | None = None, margin_ms: int = 0) -> bool:
-        """Drop the user's feed (built before ``received_ms`` + ``margin_ms``, when given: the
-        margin covers events committed a little after their ``received_at``). Builds in flight
-        for the user are cancelled either way. True when a feed was dropped."""
+        """Drop the user's feed. Without ``received_ms`` (an event stored by this process): at
+        once, cancelling builds in flight. With it (an event found by polling): feeds built
+        from a history read before ``received_ms + margin_ms`` (the event may have committed
+        that late), stored now or later. True when a feed was dropped."""
+        bucket = self._bucket(user_id)
         with self._lock:
-            self._generations[self._bucket(user_id)] += 1
+            if received_ms is None:
+                self._generations[bucket] += 1
+            else:
+                edge = received_ms + margin_ms
+                self._stale_before[bucket] = max(int(self._stale_before[bucket]), edge)
             feed = self._data.get(user_id)
             if feed is None:
                 return False
-            if received_ms is not None and feed.built_ms > received_ms + margin_ms:
+            if feed.built_ms > self._stale_before[bucket] and received_ms is not None:
                 return False
             del self._data[user_id]
             return True

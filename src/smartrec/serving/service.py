@@ -8,7 +8,7 @@ With a pipeline, requests go retrieve -> rank -> rules -> reasons (``_recommend_
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import threading
 import time
@@ -293,7 +293,6 @@ class RecommendationService:
         self._feed_build = status
         users = self.store.active_users(limit)
         status["target"] = len(users)
-        keep = self.settings.feed_items
         for start in range(0, len(users), FEED_BATCH):
             if self._state is not state or (self._running and self._stop.is_set()):
                 status["stopped"] = True
@@ -315,7 +314,7 @@ class RecommendationService:
                 batch, all_scores, strict=True
             ):
                 ranked = self._ranked(state, cands, scores, query, allowed, FEED_MIN_ITEMS)
-                feed = Feed(state.version, ranked.trim(keep), built_ms)
+                feed = self._feed(state, ranked, built_ms)
                 status["built"] += self._feeds.put(user_id, feed, generation)
             status["seconds"] = round(time.perf_counter() - started, 2)
         status["done"] = True
@@ -529,11 +528,7 @@ class RecommendationService:
             generation = self._feeds.generation(user_id)
             built_ms = int(time.time() * 1000)
             ranked = self._rank_user(state, user_id, history, n, True, None, shown, masked=False)
-            self._feeds.put(
-                user_id,
-                Feed(state.version, ranked.trim(self.settings.feed_items), built_ms),
-                generation,
-            )
+            self._feeds.put(user_id, self._feed(state, ranked, built_ms), generation)
             results = self._apply_rules(
                 state, ranked, n, None, shown, item_filter, request, from_feed=True
             )
@@ -545,6 +540,19 @@ class RecommendationService:
         )
         assert results is not None
         return results
+
+    def _feed(self, state: ServingState, ranked: Ranked, built_ms: int) -> Feed:
+        """What a feed keeps: the best items, with the sources of their reasons."""
+        pipeline = state.pipeline
+        assert pipeline is not None
+        kept = ranked.trim(self.settings.feed_items)
+        similar = self._similar_sources(pipeline, kept.recent, kept.items)
+        content = self._content_sources(pipeline, kept.recent, kept.items)
+        pairs = zip(similar, content, strict=True)
+        sources = np.array(
+            [[-1 if a is None else a, -1 if b is None else b] for a, b in pairs], dtype=np.int64
+        ).reshape(-1, 2)
+        return Feed(state.version, dataclasses.replace(kept, sources=sources), built_ms)
 
     def _rank_user(
         self,
@@ -725,6 +733,7 @@ class RecommendationService:
             promoted,
             set(explore),
             category,
+            ranked.sources if from_feed else None,
         )
         new_shown = shown.after(r.item_id for r in recs)
         more_left = remaining > 0 or ranked.truncated
@@ -857,12 +866,21 @@ class RecommendationService:
         promoted: np.ndarray,
         explored: set[int],
         category: str | None = None,
+        sources: np.ndarray | None = None,
     ) -> list[Recommendation]:
-        """Readable and parseable reasons: which retriever found it and why."""
+        """Readable and parseable reasons: which retriever found it and why (``sources``: the
+        history items behind them, per item, when a feed has them already)."""
         out: list[Recommendation] = []
         page_items = items[page] if page else np.zeros(0, dtype=np.int64)
-        similar_src = self._similar_sources(pipeline, recent, page_items)
-        content_src = self._content_sources(pipeline, recent, page_items)
+        similar_src: list[int | None]
+        content_src: list[int | None]
+        if sources is not None:
+            picked = sources[page].tolist() if page else []
+            similar_src = [a if a >= 0 else None for a, _ in picked]
+            content_src = [b if b >= 0 else None for _, b in picked]
+        else:
+            similar_src = self._similar_sources(pipeline, recent, page_items)
+            content_src = self._content_sources(pipeline, recent, page_items)
         for pos, j in enumerate(page):
             idx = int(items[j])
             reasons: list[dict[str, Any]] = []
@@ -906,7 +924,7 @@ class RecommendationService:
             if not reasons:
                 reasons.append({"kind": "personalized", "algorithm": "pipeline"})
             # One reason of each kind+item: the same cause found by two retrievers reads once.
-            unique = list({json.dumps(r, sort_keys=True): r for r in reasons}.values())
+            unique = list({tuple(sorted(r.items())): r for r in reasons}.values())
             out.append(Recommendation(state.item_ids[idx], float(final[j]), unique))
         return out
 
