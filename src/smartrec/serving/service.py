@@ -657,11 +657,11 @@ class RecommendationService:
                 keep &= ~np.isin(items, self._shown_positions(state, shown))
             if int(keep.sum()) < n + 1:
                 return None  # the online path looks further (or fills with popular items)
-        ids = [state.item_ids[i] for i in items.tolist()]
         # Rules that read item rows fetch them for the candidates only.
         needs_rows = item_filter is not None or rules.promoted_filter is not None
         if needs_rows and not read_rows:
             return None
+        ids = [state.item_ids[i] for i in items.tolist()] if needs_rows or rules.promoted else []
         rows = self.store.catalog(ids) if needs_rows else {}
         if item_filter is not None:
             keep &= item_filter.mask([rows.get(i) for i in ids])
@@ -685,7 +685,9 @@ class RecommendationService:
         now = time.time()
         born = self._born(state, items)
         is_new = (now - born) <= rules.new_days * 86400.0
-        promoted = np.array([i in rules.promoted for i in ids], dtype=bool)
+        promoted = np.zeros(len(items), dtype=bool)
+        if rules.promoted:
+            promoted = np.array([i in rules.promoted for i in ids], dtype=bool)
         if rules.promoted_filter is not None:
             promoted |= parse_filter(rules.promoted_filter).mask([rows.get(i) for i in ids])
         multipliers = np.ones(len(items), dtype=np.float32)
@@ -871,6 +873,7 @@ class RecommendationService:
         """Readable and parseable reasons: which retriever found it and why (``sources``: the
         history items behind them, per item, when a feed has them already)."""
         out: list[Recommendation] = []
+        retrievers = {r.name: r for r in pipeline.spec.retrievers}
         page_items = items[page] if page else np.zeros(0, dtype=np.int64)
         similar_src: list[int | None]
         content_src: list[int | None]
@@ -888,7 +891,7 @@ class RecommendationService:
                 reasons.append({"kind": "new", "exploration": True})
             by = cands.retrieved_by(j) if j < len(cands) else []
             for name in by:
-                r = pipeline.spec.retriever(name)
+                r = retrievers[name]
                 if r.kind == "neighbours" and (src := similar_src[pos]) is not None:
                     reasons.append(
                         {

@@ -29,14 +29,16 @@ def _check_n(n: int, limit: int) -> None:
 
 def _answer(**fields: Any) -> Response:
     """Serialise once, in pydantic's Rust core: returning the model would make FastAPI dump it,
-    validate the dump against the response model and serialise it again."""
-    body = RecommendationsOut(**fields).model_dump_json()
+    validate the dump against the response model and serialise it again. Built without
+    validation: the service's results are typed already (a tenth of the request's time)."""
+    body = RecommendationsOut.model_construct(**fields).model_dump_json()
     return Response(content=body, media_type="application/json")
 
 
 def _items(results: Results) -> list[RecommendedItem]:
     return [
-        RecommendedItem(item_id=r.item_id, score=r.score, reasons=r.reasons) for r in results.items
+        RecommendedItem.model_construct(item_id=r.item_id, score=r.score, reasons=r.reasons)
+        for r in results.items
     ]
 
 
