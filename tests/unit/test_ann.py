@@ -385,3 +385,25 @@ def test_build_does_not_copy_float32_vectors_and_freezes_its_view() -> None:
     assert np.shares_memory(index._vectors, items)
     with pytest.raises(ValueError):
         index._vectors[0, 0] = 1.0
+
+
+def test_zero_vectors_are_left_out_of_the_ivf_lists(large: tuple[np.ndarray, np.ndarray]) -> None:
+    """Items a factor model never saw have zero vectors; indexed, they collapse k-means onto
+    one point (empty lists, short results). They stay out of the lists, and a query that
+    wants more than the indexed items still gets them, scored 0, from the exact fallback."""
+    items, queries = large
+    vectors = items.copy()
+    vectors[: int(len(vectors) * 0.6)] = 0.0  # 60 % unseen, as in the 1M-item benchmark
+    index = VectorIndex.build(vectors, AnnConfig(exact_below=10_000, build_threads=2))
+    ivf: Any = index._index
+    assert ivf.ntotal == int((np.abs(vectors).sum(axis=1) > 0).sum())
+    sizes = np.array([ivf.invlists.list_size(i) for i in range(ivf.nlist)])
+    assert (sizes == 0).mean() < 0.05 and sizes.max() < 0.05 * ivf.ntotal
+    hits = 0
+    for q in queries[:50]:
+        ids, _ = index.search(q, K)
+        want, _ = brute(vectors, q, K)
+        hits += len(set(ids.tolist()) & set(want.tolist()))
+    assert hits / (50 * K) >= 0.9
+    everything, scores = index.search(queries[0], ivf.ntotal + 5)
+    assert (everything >= 0).all() and np.sum(scores == 0) >= 5
