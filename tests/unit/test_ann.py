@@ -387,7 +387,9 @@ def test_build_does_not_copy_float32_vectors_and_freezes_its_view() -> None:
         index._vectors[0, 0] = 1.0
 
 
-def test_zero_vectors_are_left_out_of_the_ivf_lists(large: tuple[np.ndarray, np.ndarray]) -> None:
+def test_zero_vectors_are_left_out_of_the_ivf_lists(
+    large: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
     """Items a factor model never saw have zero vectors; indexed, they collapse k-means onto
     one point (empty lists, short results). They stay out of the lists, and a query that
     wants more than the indexed items still gets them, scored 0, from the exact fallback."""
@@ -407,3 +409,8 @@ def test_zero_vectors_are_left_out_of_the_ivf_lists(large: tuple[np.ndarray, np.
     assert hits / (50 * K) >= 0.9
     everything, scores = index.search(queries[0], ivf.ntotal + 5)
     assert (everything >= 0).all() and np.sum(scores == 0) >= 5
+    # Saved and loaded: the vectors come back out of the lists, the left-out ones as zeros.
+    loaded = VectorIndex.load(index.save(tmp_path / "ann"))
+    np.testing.assert_array_equal(loaded._vectors, vectors)
+    for q in queries[:5]:
+        np.testing.assert_array_equal(loaded.search(q, K)[0], index.search(q, K)[0])

@@ -520,9 +520,22 @@ class VectorIndex:
         if (
             not isinstance(index, faiss.IndexIVFFlat)
             or index.d != d + 1
-            or index.ntotal != n
+            or index.ntotal > n
             or index.metric_type != faiss.METRIC_L2
         ):
             raise ModelError(f"{path}: the saved index does not match {ANN_JSON}")
-        vectors = np.ascontiguousarray(index.reconstruct_n(0, n)[:, :d])
+        # Each list holds (id, raw augmented vector); items left out (zero vectors) stay 0.
+        vectors = np.zeros((n, d), dtype=np.float32)
+        lists = index.invlists
+        if lists is None:
+            raise ModelError(f"{path}: the saved index has no inverted lists")
+        for lst in range(index.nlist):
+            size = lists.list_size(lst)
+            if size == 0:
+                continue
+            ids = faiss.rev_swig_ptr(lists.get_ids(lst), size).astype(np.int64)
+            raw = faiss.rev_swig_ptr(lists.get_codes(lst), size * index.code_size)
+            if ids.min() < 0 or ids.max() >= n:
+                raise ModelError(f"{path}: the saved index holds ids outside 0..{n - 1}")
+            vectors[ids] = raw.view(np.float32).reshape(size, d + 1)[:, :d]
         return cls(vectors, config, index)
