@@ -346,6 +346,8 @@ def wait_for_feeds(port: int, args: argparse.Namespace) -> dict[str, Any] | None
     started = time.perf_counter()
     while True:
         _, ready = get_json(port, "/readyz", timeout=60.0)
+        if not (ready or {}).get("model_version"):
+            raise SystemExit(f"smartrec is not serving a model (its log says why): {ready}")
         build = (ready or {}).get("feeds", {}).get("build", {})
         if build.get("error"):
             raise SystemExit(f"feed build failed: {build['error']}")
