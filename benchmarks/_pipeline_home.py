@@ -411,7 +411,9 @@ def profile(home: Path, user_ids: list[str], requests: int, seed: int) -> str:
     lines = [
         f"in-process profile: {requests} requests (random known users, n=10) through "
         f"RecommendationService.recommend + the router's serialisation, one thread, after "
-        f"{len(warm)} warm-up requests; champion loaded in {load_s:.1f}s",
+        f"{len(warm)} warm-up requests; champion loaded in {load_s:.1f}s. No feeds are built "
+        f"ahead here: this is a user's request without a fresh feed (the whole pipeline, then "
+        f"the feed stored, in 'rest'), what every request costs with feeds off",
         f"{'stage':<66} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8} {'share':>6}",
     ]
     for key in order:
