@@ -295,7 +295,7 @@ def run_config(
         )
         start_s = time.perf_counter() - started
         log(f"{tag} smartrec ready in {start_s:.1f}s")
-        feeds = wait_for_feeds(smartrec.port, args) if args.pipeline else None
+        feeds = wait_for_feeds(smartrec.port, args, workers) if args.pipeline else None
         info = preflight(smartrec.port, users[0] if users else "1")
         fixed = json.dumps(
             {"model_version": info["model_version"], "items": info["sample"]["items"]}
@@ -339,11 +339,14 @@ def feed_env(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def wait_for_feeds(port: int, args: argparse.Namespace) -> dict[str, Any] | None:
-    """Wait until the server has built its feeds (``/readyz`` says), before measuring."""
+def wait_for_feeds(port: int, args: argparse.Namespace, workers: int) -> dict[str, Any] | None:
+    """Wait until the server has built its feeds (``/readyz`` says), before measuring. Each
+    worker builds its own and any of them answers a given connection: wait until many answers
+    in a row say done."""
     if args.feed_users <= 0:
         return None
     started = time.perf_counter()
+    done_in_a_row = 0
     while True:
         _, ready = get_json(port, "/readyz", timeout=60.0)
         if not (ready or {}).get("model_version"):
@@ -351,7 +354,10 @@ def wait_for_feeds(port: int, args: argparse.Namespace) -> dict[str, Any] | None
         build = (ready or {}).get("feeds", {}).get("build", {})
         if build.get("error"):
             raise SystemExit(f"feed build failed: {build['error']}")
-        if build.get("done"):
+        done_in_a_row = done_in_a_row + 1 if build.get("done") else 0
+        if done_in_a_row < 10 * workers:
+            time.sleep(0.2 if done_in_a_row else 2.0)
+        else:
             log(
                 f"feeds built: {build.get('built')} of {build.get('target')} users in "
                 f"{build.get('seconds')}s"
@@ -359,7 +365,6 @@ def wait_for_feeds(port: int, args: argparse.Namespace) -> dict[str, Any] | None
             return dict(build)
         if time.perf_counter() - started > 3600:
             raise SystemExit(f"feeds not built after an hour: {ready}")
-        time.sleep(2.0)
 
 
 def server_rss_mib(pid: int | None) -> float | None:
