@@ -866,6 +866,12 @@ def test_a_feed_keeps_items_hidden_for_a_while(served: Served) -> None:
         post_items(client, [before])
     assert ids_of(recs(client, user, n=10)) == first
     assert service.feed_status()["hits"] == hits + 2  # both from the feed
+    # Operators see the same on /metrics.
+    from tests.api.test_health import sample
+
+    text = client.get("/metrics").text
+    assert sample(text, "smartrec_feeds", what="hits") == service.feed_status()["hits"]
+    assert sample(text, "smartrec_feeds", what="cached") == len(service._feeds) >= 1
 
 
 def test_background_feed_build_and_event_poll(

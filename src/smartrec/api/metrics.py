@@ -40,6 +40,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.feeds = Gauge(
+            "smartrec_feeds",
+            "Per-user feeds in this process: cached now; hits and misses since start",
+            ["what"],
+            registry=self.registry,
+        )
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)

@@ -41,4 +41,7 @@ def metrics(rt: RuntimeDep, m: MetricsDep) -> Response:
     state = rt.service.state
     if state is not None:
         m.model_info.labels(state.version, state.bundle.algorithm).set(1)
+    feeds = rt.service.feed_status()
+    for what in ("cached", "hits", "misses"):
+        m.feeds.labels(what).set(feeds[what])
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
