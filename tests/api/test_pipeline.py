@@ -905,3 +905,49 @@ def test_background_feed_build_and_event_poll(
         while user in service._feeds and time.monotonic() < deadline:
             time.sleep(0.05)
         assert user not in service._feeds
+
+
+def test_an_event_during_a_request_never_leaves_a_stale_feed(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request read the history, then the user's event was stored by this process before
+    the request stored its ranking: that ranking must not become the user's feed."""
+    client = served.client
+    service = runtime(client).service
+    served.install(version="feeds-race")
+    category = served.world.item_categories[served.world.items[0]["item_id"]][0]
+    user, _ = new_user(served, category)
+    real = service.store.user_history
+
+    def history_then_event(user_id: str, limit: int = 500) -> Any:
+        rows = real(user_id, limit)
+        service.events_arrived([user_id])  # an event commits right after the read
+        return rows
+
+    monkeypatch.setattr(service.store, "user_history", history_then_event)
+    recs(client, user, n=10)
+    assert user not in service._feeds
+    monkeypatch.setattr(service.store, "user_history", real)
+    recs(client, user, n=10)
+    assert user in service._feeds
+
+
+def test_paging_from_a_feed_hashes_only_the_feed(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Later pages answered from a feed look at the feed's items only (on the event loop,
+    hashing the catalogue would stall every request)."""
+    client = served.client
+    service = runtime(client).service
+    served.install(version="feeds-paging")
+    user = busy_users(served.world, 3)[2]
+    first = recs(client, user, n=5)
+    assert user in service._feeds
+
+    def no_catalogue_scan(*_: Any) -> Any:
+        raise AssertionError("the catalogue was hashed")
+
+    monkeypatch.setattr(service, "_shown_positions", no_catalogue_scan)
+    page2 = service.recommend_fast(user, 5, page_token=first["next_page_token"])
+    assert page2 is not None and len(page2.items) == 5
+    assert not {r.item_id for r in page2.items} & set(ids_of(first))

@@ -265,7 +265,10 @@ class RecommendationService:
         for user_id, received in rows:
             dropped += self._feeds.invalidate(user_id, received, COMMIT_MARGIN_MS)
         if rows:
-            self._event_mark = max(mark, max(r for _, r in rows))
+            # Capped at this clock: a writer whose clock runs ahead must not push the mark past
+            # events that writers with a correct clock are still committing.
+            newest = max(r for _, r in rows)
+            self._event_mark = max(mark, min(newest, int(time.time() * 1000)))
         return dropped
 
     def feed_status(self) -> dict[str, Any]:
@@ -385,6 +388,9 @@ class RecommendationService:
             served = self._from_feed(state, user_id, n, category, shown, item_filter, request)
             if served is not None:
                 return served
+        # Read before the history: an event stored while this request runs cancels the feed
+        # it would store (the generation moved), and the poll judges it by this time.
+        read_from = (self._feeds.generation(user_id), int(time.time() * 1000))
         history = self.store.user_history(user_id, HISTORY_LIMIT)
         if state is not None and state.pipeline is not None:
             key = None
@@ -418,6 +424,7 @@ class RecommendationService:
                 shown,
                 item_filter,
                 request,
+                read_from,
             )
             if key is not None and state is self._state:
                 self._user_cache.put(key, results)
@@ -528,17 +535,19 @@ class RecommendationService:
         shown: PageState,
         item_filter: ItemFilter | None,
         request: RequestRules,
+        read_from: tuple[int, int],
     ) -> Results:
-        """Retrieve -> rank -> rules: filter, boosts, diversity, exploration, no repeats."""
+        """Retrieve -> rank -> rules: filter, boosts, diversity, exploration, no repeats.
+        ``read_from``: the feed generation and the time, read before ``history``."""
         pipeline = state.pipeline
         assert pipeline is not None
         self._feed_misses += exclude_seen
-        if self._feeds_on and exclude_seen and category is None and not shown.shown:
+        fresh = self._feeds.get(user_id, state.version) is not None  # it could not answer
+        if self._feeds_on and exclude_seen and category is None and not shown.shown and not fresh:
             # What a request with default retrieval ranks is the user's feed: keep it. A feed
             # is ranked over the whole catalogue and the visibility masks apply at request
             # time, so an item hidden now and shown again later is not lost from it.
-            generation = self._feeds.generation(user_id)
-            built_ms = int(time.time() * 1000)
+            generation, built_ms = read_from
             ranked = self._rank_user(state, user_id, history, n, True, None, shown, masked=False)
             self._feeds.put(user_id, self._feed(state, ranked, built_ms), generation)
             results = self._apply_rules(
@@ -665,8 +674,9 @@ class RecommendationService:
             # The catalogue may have changed since the feed was built (hidden, unavailable):
             # the live masks decide, as they do for the online path's retrieval.
             keep &= allowed[items]
-            if shown.shown:
-                keep &= ~np.isin(items, self._shown_positions(state, shown))
+            if shown.shown:  # the feed's own items, not the catalogue's: this is the event loop
+                hashes = [item_hash(state.item_ids[i]) for i in items.tolist()]
+                keep &= np.array([h not in shown.shown for h in hashes], dtype=bool)
             if int(keep.sum()) < n + 1:
                 return None  # the online path looks further (or fills with popular items)
         # Rules that read item rows fetch them for the candidates only.
