@@ -450,11 +450,23 @@ class TrainedPipeline:
     def score(self, c: Candidates, q: UserQuery) -> tuple[np.ndarray, np.ndarray]:
         """(final scores, feature matrix) for the candidates."""
         x = self.features(c, q)
-        if len(c) == 0:
-            return np.zeros(0, dtype=np.float32), x
-        if self.ranker is not None:
-            return np.asarray(self.ranker.predict(x, num_threads=1), dtype=np.float32), x
-        return x[:, self.feature_names.index("fused")], x
+        return self._scores([x])[0], x
+
+    def score_many(self, batch: Sequence[tuple[Candidates, UserQuery]]) -> list[np.ndarray]:
+        """Final scores for many users' candidates with one ranker call (its per-call cost
+        dominates at a few hundred rows): how feeds are built ahead."""
+        return self._scores([self.features(c, q) for c, q in batch])
+
+    def _scores(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        if self.ranker is None:
+            col = self.feature_names.index("fused")
+            return [x[:, col] if len(x) else np.zeros(0, dtype=np.float32) for x in xs]
+        rows = [x for x in xs if len(x)]
+        if not rows:
+            return [np.zeros(0, dtype=np.float32) for _ in xs]
+        predicted = self.ranker.predict(np.vstack(rows), num_threads=1)
+        sizes = np.cumsum([len(x) for x in xs])[:-1]
+        return list(np.split(np.asarray(predicted, dtype=np.float32), sizes))
 
     def recommend(
         self, q: UserQuery, n: int, allowed: np.ndarray | None = None

@@ -72,23 +72,6 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
-def score_many(
-    pipeline: TrainedPipeline, batch: Sequence[tuple[Candidates, UserQuery]]
-) -> list[np.ndarray]:
-    """``pipeline.score`` for many users with one ranker call (its per-call cost dominates
-    at a few hundred rows)."""
-    xs = [pipeline.features(c, q) for c, q in batch]
-    if pipeline.ranker is None:
-        col = pipeline.feature_names.index("fused")
-        return [x[:, col] if len(x) else np.zeros(0, dtype=np.float32) for x in xs]
-    sizes = [len(x) for x in xs]
-    rows = [x for x in xs if len(x)]
-    if not rows:
-        return [np.zeros(0, dtype=np.float32) for _ in xs]
-    predicted = np.asarray(pipeline.ranker.predict(np.vstack(rows), num_threads=1), np.float32)
-    return list(np.split(predicted, np.cumsum(sizes)[:-1]))
-
-
 #: A narrow filter looks past the candidates at this many popular items at most, in chunks.
 FILTER_SCAN_LIMIT = 20_000
 FILTER_SCAN_CHUNK = 1_000
@@ -324,7 +307,7 @@ class RecommendationService:
                 )
                 cands = pipeline.retrieve(query, None)  # unmasked, as in _recommend_pipeline
                 batch.append((user_id, generation, built_ms, query, allowed, cands))
-            all_scores = score_many(pipeline, [(b[5], b[3]) for b in batch])
+            all_scores = pipeline.score_many([(b[5], b[3]) for b in batch])
             for (user_id, generation, built_ms, query, allowed, cands), scores in zip(
                 batch, all_scores, strict=True
             ):
