@@ -951,3 +951,85 @@ def test_paging_from_a_feed_hashes_only_the_feed(
     page2 = service.recommend_fast(user, 5, page_token=first["next_page_token"])
     assert page2 is not None and len(page2.items) == 5
     assert not {r.item_id for r in page2.items} & set(ids_of(first))
+
+
+# --------------------------------------------------------------------------- the feed lane
+def _routed_client(served: Served) -> TestClient:
+    """An app without the feed lane, sharing the served app's runtime: every request goes
+    through FastAPI's router and the route (no lifespan: the runtime is already running)."""
+    from smartrec.api import create_app
+
+    app = create_app(served.client.app.state.settings.model_copy(update={"feed_lane": False}))  # type: ignore[attr-defined]
+    app.state.runtime = runtime(served.client)
+    return TestClient(app)
+
+
+def _lane_counts(client: TestClient) -> dict[str, float]:
+    metrics = client.app.state.metrics  # type: ignore[attr-defined]
+    return {o: metrics.feed_lane.labels(o)._value.get() for o in ("answered", "routed")}
+
+
+def test_the_feed_lane_answers_as_the_route_does(served: Served) -> None:
+    """The lane answers from feeds before FastAPI's router: same status, headers and bytes as
+    the route, for plain requests, rules, later pages and anything it hands on (bad input
+    gets the route's 422 problem)."""
+    lane = served.client
+    routed = _routed_client(served)
+    served.install(version="feed-lane")
+    users = busy_users(served.world, 4)
+    category = served.world.item_categories[served.world.items[0]["item_id"]][0]
+    queries: list[dict[str, Any]] = [
+        {},
+        {"n": 3},
+        {"n": 7, "diversity": 0.6},
+        {"n": 5, "max_per_category": 1},
+        {"n": 6, "exploration": 0.3},
+        {"n": 4, "category": category},
+        {"n": 4, "exclude_seen": "true"},
+        {"n": 4, "exclude_seen": "false"},  # not from a feed: handed on
+        {"n": 4, "filter": 'category in ["x"]'},  # reads rows: handed on
+        {"n": 0},
+        {"n": "010"},
+        {"n": 10_000},
+        {"diversity": 2},
+        {"diversity": ".5"},
+        {"exploration": 0.9},
+        {"page_token": "garbage!"},
+        {"n": 3, "unknown": 1},
+        {"filter": "category in"},  # a bad expression: the route's 422
+    ]
+    for user in users:
+        recs(routed, user, n=5)  # the feed exists before the comparison
+        before = _lane_counts(lane)
+        for params in queries:
+            a, b = (
+                lane.get(f"/v1/users/{user}/recommendations", params=params),
+                routed.get(f"/v1/users/{user}/recommendations", params=params),
+            )
+            assert (a.status_code, a.content) == (b.status_code, b.content), params
+            assert a.headers["content-type"] == b.headers["content-type"], params
+            assert a.headers["content-length"] == b.headers["content-length"], params
+        # Pages: the lane's token, followed by either path, never repeats an item.
+        first = recs(lane, user, n=4)
+        second = recs(routed, user, n=4, page_token=first["next_page_token"])
+        assert recs(lane, user, n=4, page_token=first["next_page_token"]) == second
+        assert not set(ids_of(first)) & set(ids_of(second))
+        after = _lane_counts(lane)
+        assert after["answered"] - before["answered"] >= 6  # the plain and rules requests
+        assert after["routed"] - before["routed"] >= len(queries) - 7
+
+
+def test_the_feed_lane_keeps_metrics_and_steps_aside_without_a_feed(served: Served) -> None:
+    client = served.client
+    served.install(version="feed-lane-metrics")
+    user, _ = new_user(served, served.world.item_categories[served.world.items[0]["item_id"]][0])
+    metrics = client.app.state.metrics  # type: ignore[attr-defined]
+    ok = metrics.requests.labels("GET", "/v1/users/{user_id}/recommendations", "200")
+    before, answered_ok = _lane_counts(client), ok._value.get()
+    first = recs(client, user, n=5)  # no feed yet: the route ranks, and keeps one
+    assert _lane_counts(client)["routed"] == before["routed"] + 1
+    assert recs(client, user, n=5) == first
+    assert _lane_counts(client)["answered"] == before["answered"] + 1
+    assert ok._value.get() == answered_ok + 2  # the lane's answer counted under the route
+    text = client.get("/metrics").text
+    assert 'smartrec_feed_lane_requests_total{outcome="answered"}' in text

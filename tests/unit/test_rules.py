@@ -12,6 +12,9 @@ import pytest
 from smartrec.errors import ValidationFailed
 from smartrec.pipeline.rules import (
     MAX_SHOWN,
+    RAW_UP_TO,
+    TOKEN_VERSION,
+    TOKEN_VERSION_RAW,
     PageState,
     boost_scores,
     decode_page_token,
@@ -28,6 +31,18 @@ def test_page_token_round_trip() -> None:
     assert back.seen("a") and back.seen("c") and not back.seen("d")
     assert decode_page_token(None) == PageState.empty()
     assert decode_page_token("") == PageState.empty()
+
+
+def test_short_and_long_tokens_round_trip_in_both_encodings() -> None:
+    """A few items travel as plain hashes (no zlib set-up per page), many compressed."""
+    for count in (1, RAW_UP_TO, RAW_UP_TO + 1, 700):
+        state = PageState.empty().after(f"item-{i}" for i in range(count))
+        token = state.encode()
+        version = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))[0]
+        assert version == (TOKEN_VERSION_RAW if count <= RAW_UP_TO else TOKEN_VERSION)
+        assert decode_page_token(token) == state
+    hashes = [item_hash("a"), item_hash("b")]
+    assert PageState.empty().after_hashes(hashes) == PageState.empty().after(["a", "b"])
 
 
 def test_page_token_stays_small() -> None:
@@ -55,6 +70,10 @@ def _b64(data: bytes) -> str:
         _b64(b"\x09" + zlib.compress(b"abcd")),  # unknown version
         _b64(b"\x02" + zlib.compress(b"abc")),  # not a whole number of hashes
         _b64(b"\x02" + zlib.compress(b"\0" * (4 * MAX_SHOWN + 8))),  # too many
+        _b64(b"\x03abc"),  # plain hashes: too short for its checksum
+        _b64(b"\x03abcde" + zlib.crc32(b"abcde").to_bytes(4, "big")),  # not whole hashes
+        _b64(b"\x03abcd" + b"\0\0\0\0"),  # a wrong checksum (a token cut or altered)
+        _b64(b"\x03" + b"\0" * (4 * RAW_UP_TO + 4)),  # more than are ever sent plain
         "A" * 20_000,
     ],
 )

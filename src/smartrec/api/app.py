@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from smartrec import __version__
 from smartrec.api import problems
+from smartrec.api.fastlane import FeedLane
 from smartrec.api.metrics import Metrics
 from smartrec.api.middleware import BodyLimit, MetricsMiddleware
 from smartrec.api.routers import health, ingest, models, recommendations, training
@@ -45,6 +46,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     for router in (ingest.router, recommendations.router, training.router, models.router):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)
+    if settings.feeds_enabled and settings.feed_lane:
+        route = next(
+            r
+            for r in recommendations.router.routes
+            if getattr(r, "path", None) == recommendations.USER_RECOMMENDATIONS
+        )
+        app.add_middleware(FeedLane, route=route)  # innermost: metrics and body limit wrap it
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -46,6 +46,14 @@ class Metrics:
             ["what"],
             registry=self.registry,
         )
+        self.feed_lane = Counter(
+            "smartrec_feed_lane_requests",
+            "User recommendation requests the feed lane answered, or handed to the router",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.lane_answered = self.feed_lane.labels("answered")
+        self.lane_routed = self.feed_lane.labels("routed")
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

@@ -136,8 +136,9 @@ class Candidates:
     def __len__(self) -> int:
         return len(self.items)
 
-    def retrieved_by(self, j: int) -> list[str]:
-        return [n for r, n in zip(self.ranks[j].tolist(), self.names, strict=True) if r == r]
+    def found_by(self, j: int) -> list[int]:
+        """Columns of the retrievers that found candidate ``j`` (NaN rank: not found)."""
+        return [b for b, r in enumerate(self.ranks[j].tolist()) if r == r]
 
 
 def _z(values: np.ndarray) -> np.ndarray:

@@ -54,6 +54,11 @@ class Ranked:
     #: (m, 2) history items behind each item's reasons (similar by neighbours, by content),
     #: -1 for none; computed once when a feed is stored, instead of per page.
     sources: np.ndarray | None = None
+    #: (m,) uint32 item hashes (page tokens) and (m,) bit masks of the retrievers that found
+    #: each item (bit r: ``cands.names[r]``): computed once per feed, not per page. Arrays,
+    #: not reason dicts: a feed stays a few KB and adds no objects for the GC to walk.
+    hashes: np.ndarray | None = None
+    found: np.ndarray | None = None
 
     def trim(self, keep: int) -> Ranked:
         """The ``keep`` best, sorted best first, with compact retriever columns: what a feed
@@ -77,6 +82,8 @@ class Ranked:
             exclude=np.asarray(self.exclude, dtype=np.int64),
             truncated=self.truncated or len(order) < len(self.items),
             sources=None if self.sources is None else self.sources[order],
+            hashes=None if self.hashes is None else self.hashes[order],
+            found=None if self.found is None else self.found[order],
         )
 
 

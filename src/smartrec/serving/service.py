@@ -84,6 +84,7 @@ class RecommendationService:
         self.registry = registry
         self.weights = settings.weights
         self._state: ServingState | None = None
+        self._mask_tables: dict[tuple[int, tuple[str, ...]], tuple[Any, list[list[Any]]]] = {}
         self._swap_lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -546,7 +547,8 @@ class RecommendationService:
         return results
 
     def _feed(self, state: ServingState, ranked: Ranked, built_ms: int) -> Feed:
-        """What a feed keeps: the best items, with the sources of their reasons."""
+        """What a feed keeps: the best items, with what their answers need that no request
+        changes (the history items behind their reasons, the reasons, the items' hashes)."""
         pipeline = state.pipeline
         assert pipeline is not None
         kept = ranked.trim(self.settings.feed_items)
@@ -556,7 +558,17 @@ class RecommendationService:
         sources = np.array(
             [[-1 if a is None else a, -1 if b is None else b] for a, b in pairs], dtype=np.int64
         ).reshape(-1, 2)
-        return Feed(state.version, dataclasses.replace(kept, sources=sources), built_ms)
+        hashes = np.fromiter(
+            (item_hash(state.item_ids[i]) for i in kept.items.tolist()),
+            dtype=np.uint32,
+            count=len(kept.items),
+        )
+        found = np.zeros(len(kept.items), dtype=np.uint32)
+        if len(kept.cands):
+            bits = (1 << np.arange(kept.cands.ranks.shape[1])).astype(np.uint32)
+            found[: len(kept.cands)] = ~np.isnan(kept.cands.ranks) @ bits
+        kept = dataclasses.replace(kept, sources=sources, hashes=hashes, found=found)
+        return Feed(state.version, kept, built_ms)
 
     def _rank_user(
         self,
@@ -650,7 +662,7 @@ class RecommendationService:
         rules = pipeline.spec.rules
         cands = ranked.cands
         items, scores = ranked.items, ranked.scores
-        origin = ["popular" if p else "model" for p in ranked.popular.tolist()]
+        popular_fill = ranked.popular
         keep = np.ones(len(items), dtype=bool)
         allowed = state.allowed(category)
         if from_feed:
@@ -658,8 +670,11 @@ class RecommendationService:
             # the live masks decide, as they do for the online path's retrieval.
             keep &= allowed[items]
             if shown.shown:  # the feed's own items, not the catalogue's: this is the event loop
-                hashes = [item_hash(state.item_ids[i]) for i in items.tolist()]
-                keep &= np.array([h not in shown.shown for h in hashes], dtype=bool)
+                hashes = ranked.hashes
+                if hashes is None:
+                    hashes = np.array([item_hash(state.item_ids[i]) for i in items.tolist()])
+                wanted = np.fromiter(shown.shown, dtype=np.uint32, count=len(shown.shown))
+                keep &= ~np.isin(hashes, wanted)
             if int(keep.sum()) < n + 1:
                 return None  # the online path looks further (or fills with popular items)
         # Rules that read item rows fetch them for the candidates only.
@@ -682,24 +697,26 @@ class RecommendationService:
                     scores = np.concatenate(
                         [scores, base - np.arange(len(more), dtype=np.float32) * 1e-3]
                     )
-                    origin += ["popular"] * len(more)
+                    popular_fill = np.concatenate([popular_fill, np.ones(len(more), dtype=bool)])
                     keep = np.concatenate([keep, np.ones(len(more), dtype=bool)])
                     ids += [row.item_id for _, row in more]
                     rows.update({row.item_id: row for _, row in more})
         # Boosts: new and promoted items.
-        now = time.time()
         born = self._born(state, items)
-        is_new = (now - born) <= rules.new_days * 86400.0
+        is_new = (time.time() - born) <= rules.new_days * 86400.0
         promoted = np.zeros(len(items), dtype=bool)
         if rules.promoted:
             promoted = np.array([i in rules.promoted for i in ids], dtype=bool)
         if rules.promoted_filter is not None:
             promoted |= parse_filter(rules.promoted_filter).mask([rows.get(i) for i in ids])
-        multipliers = np.ones(len(items), dtype=np.float32)
-        multipliers[is_new] *= rules.boost_new
-        multipliers[promoted] *= rules.boost_promoted
-        final = boost_scores(scores, multipliers)
-        order = [j for j in np.argsort(-final, kind="stable").tolist() if keep[j]]
+        final = scores
+        if rules.boost_new != 1.0 or rules.boost_promoted != 1.0:
+            multipliers = np.ones(len(items), dtype=np.float32)
+            multipliers[is_new] *= rules.boost_new
+            multipliers[promoted] *= rules.boost_promoted
+            final = boost_scores(scores, multipliers)
+        by_score = np.argsort(-final, kind="stable")
+        order: list[int] = by_score[keep[by_score]].tolist()
         # Exploration: a share of the page for new items the ranking would not have shown.
         share = rules.exploration if request.exploration is None else request.exploration
         slots = exploration_slots(n, share)
@@ -724,8 +741,11 @@ class RecommendationService:
             if cap:
                 picked = cap_per_category(picked, cats, cap, len(head))
             order = head[picked].tolist() + order[head_n:]
-        page_positions = interleave(order, explore, slots, n)
-        page = [order_j if order_j >= 0 else explore[-1 - order_j] for order_j in page_positions]
+        if explore:
+            positions = interleave(order, explore, slots, n)
+            page = [j if j >= 0 else explore[-1 - j] for j in positions]
+        else:
+            page = order[:n]
         remaining = len(order) + len(explore) - len(page)
         recs = self._pipeline_reasons(
             state,
@@ -735,14 +755,18 @@ class RecommendationService:
             items,
             page,
             final,
-            origin,
+            popular_fill,
             is_new,
             promoted,
             set(explore),
             category,
             ranked.sources if from_feed else None,
+            ranked.found if from_feed else None,
         )
-        new_shown = shown.after(r.item_id for r in recs)
+        if from_feed and ranked.hashes is not None:
+            new_shown = shown.after_hashes(ranked.hashes[np.asarray(page, dtype=np.int64)].tolist())
+        else:
+            new_shown = shown.after(r.item_id for r in recs)
         more_left = remaining > 0 or ranked.truncated
         token = new_shown.encode() if more_left and recs else None
         return Results(recs, state.version, token)
@@ -828,15 +852,21 @@ class RecommendationService:
 
     @staticmethod
     def _born(state: ServingState, items: np.ndarray) -> np.ndarray:
-        """Publication time, or first event time, per item (NaN-safe: unknown = long ago)."""
-        pub = state.published[items]
-        pipeline = state.pipeline
-        if pipeline is not None:
-            first = np.full(len(items), np.nan)
-            inside = items < pipeline.n_items
-            first[inside] = pipeline.stats.first_seen[items[inside]]
-            pub = np.where(np.isnan(pub), first, pub)
-        return np.where(np.isnan(pub), -np.inf, pub)
+        """Publication time, or first event time, per item (NaN-safe: unknown = long ago).
+        Worked out for the whole axis once per catalogue change (``published`` is replaced,
+        never edited in place), then looked up per request."""
+        cached = state.__dict__.get("_born")
+        if cached is None or cached[0] is not state.published:
+            pub = state.published
+            born = pub.copy()
+            pipeline = state.pipeline
+            if pipeline is not None:
+                m = min(len(pub), pipeline.n_items)
+                first = np.asarray(pipeline.stats.first_seen[:m], dtype=np.float64)
+                born[:m] = np.where(np.isnan(pub[:m]), first, pub[:m])
+            cached = (pub, np.where(np.isnan(born), -np.inf, born))
+            state.__dict__["_born"] = cached
+        return cached[1][items]
 
     @staticmethod
     def _categories_of(state: ServingState, idx: int) -> list[str]:
@@ -868,73 +898,108 @@ class RecommendationService:
         items: np.ndarray,
         page: list[int],
         final: np.ndarray,
-        origin: list[str],
+        popular_fill: np.ndarray,
         is_new: np.ndarray,
         promoted: np.ndarray,
         explored: set[int],
         category: str | None = None,
         sources: np.ndarray | None = None,
+        found: np.ndarray | None = None,
     ) -> list[Recommendation]:
         """Readable and parseable reasons: which retriever found it and why (``sources``: the
-        history items behind them, per item, when a feed has them already)."""
+        history items behind them, and ``found``: the retrievers' bit masks, when a feed has
+        them already)."""
         out: list[Recommendation] = []
-        retrievers = {r.name: r for r in pipeline.spec.retrievers}
-        page_items = items[page] if page else np.zeros(0, dtype=np.int64)
+        by_mask = self._retrievers_by_mask(pipeline, tuple(cands.names))
+        at = np.asarray(page, dtype=np.int64)
+        page_items = items[at]
         similar_src: list[int | None]
         content_src: list[int | None]
         if sources is not None:
-            picked = sources[page].tolist() if page else []
+            picked = sources[at].tolist()
             similar_src = [a if a >= 0 else None for a, _ in picked]
             content_src = [b if b >= 0 else None for _, b in picked]
         else:
             similar_src = self._similar_sources(pipeline, recent, page_items)
             content_src = self._content_sources(pipeline, recent, page_items)
-        for pos, j in enumerate(page):
-            idx = int(items[j])
+        if found is not None:
+            by = [by_mask[m] for m in found[at].tolist()]
+        else:
+            bits = [sum(1 << b for b in cands.found_by(j)) if j < len(cands) else 0 for j in page]
+            by = [by_mask[m] for m in bits]
+        fill = popular_fill[at].tolist()
+        new = is_new[at].tolist()
+        promo = promoted[at].tolist()
+        scores = final[at].tolist()
+        for pos, (j, idx) in enumerate(zip(page, page_items.tolist(), strict=True)):
             reasons: list[dict[str, Any]] = []
             if j in explored:
                 reasons.append({"kind": "new", "exploration": True})
-            by = cands.retrieved_by(j) if j < len(cands) else []
-            for name in by:
-                r = retrievers[name]
-                if r.kind == "neighbours" and (src := similar_src[pos]) is not None:
-                    reasons.append(
-                        {
-                            "kind": "similar_to",
-                            "item_id": state.item_ids[src],
-                            "title": state.titles[src],
-                        }
-                    )
-                elif r.kind == "content" and (src := content_src[pos]) is not None:
-                    reasons.append(
-                        {
-                            "kind": "similar_to",
-                            "item_id": state.item_ids[src],
-                            "title": state.titles[src],
-                            "via": "content",
-                        }
-                    )
-                elif r.kind == "embedding":
-                    reasons.append({"kind": "personalized", "algorithm": r.model})
-                elif r.kind == "popular":
-                    # Popular over the whole catalogue in the window (a category is named only
-                    # when the request asked for one: then the list is popular within it).
-                    reason: dict[str, Any] = {"kind": "popular_in", "window": r.windows[0]}
-                    if category is not None:
-                        reason["category"] = category
-                    reasons.append(reason)
-            if origin[j] == "popular":
+            reasons += self._found_reasons(
+                state, by[pos], similar_src[pos], content_src[pos], category
+            )
+            if fill[pos]:
                 reasons.append({"kind": "popular"})
-            if is_new[j] and j not in explored:
+            if new[pos] and j not in explored:
                 reasons.append({"kind": "new"})
-            if promoted[j]:
+            if promo[pos]:
                 reasons.append({"kind": "promoted"})
             if not reasons:
                 reasons.append({"kind": "personalized", "algorithm": "pipeline"})
-            # One reason of each kind+item: the same cause found by two retrievers reads once.
-            unique = list({tuple(sorted(r.items())): r for r in reasons}.values())
-            out.append(Recommendation(state.item_ids[idx], float(final[j]), unique))
+            out.append(Recommendation(state.item_ids[idx], scores[pos], reasons))
         return out
+
+    def _retrievers_by_mask(
+        self, pipeline: TrainedPipeline, names: tuple[str, ...]
+    ) -> list[list[Any]]:
+        """For each bit mask over ``names``, the retriever specs it stands for (a small table,
+        kept per pipeline)."""
+        key = (id(pipeline), names)
+        held = self._mask_tables.get(key)
+        table = held[1] if held is not None and held[0] is pipeline else None
+        if table is None:
+            specs = [next(r for r in pipeline.spec.retrievers if r.name == n) for n in names]
+            table = [[r for b, r in enumerate(specs) if m >> b & 1] for m in range(1 << len(specs))]
+            if len(self._mask_tables) > 16:  # models come and go: keep the latest few
+                self._mask_tables.clear()
+            self._mask_tables[key] = (pipeline, table)  # held: its id is not reused meanwhile
+        return table
+
+    @staticmethod
+    def _found_reasons(
+        state: ServingState,
+        by: list[Any],
+        similar: int | None,
+        content: int | None,
+        category: str | None,
+    ) -> list[dict[str, Any]]:
+        """Why the retrievers ``by`` found an item, once per cause (two retrievers with the
+        same cause read once)."""
+        reasons: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for r in by:
+            if r.kind == "neighbours" and similar is not None:
+                reasons[("similar_to", similar)] = {
+                    "kind": "similar_to",
+                    "item_id": state.item_ids[similar],
+                    "title": state.titles[similar],
+                }
+            elif r.kind == "content" and content is not None:
+                reasons[("content", content)] = {
+                    "kind": "similar_to",
+                    "item_id": state.item_ids[content],
+                    "title": state.titles[content],
+                    "via": "content",
+                }
+            elif r.kind == "embedding":
+                reasons[("personalized", r.model)] = {"kind": "personalized", "algorithm": r.model}
+            elif r.kind == "popular":
+                # Popular over the whole catalogue in the window (a category is named only
+                # when the request asked for one: then the list is popular within it).
+                reason: dict[str, Any] = {"kind": "popular_in", "window": r.windows[0]}
+                if category is not None:
+                    reason["category"] = category
+                reasons[("popular_in", r.windows[0])] = reason
+        return list(reasons.values())
 
     @staticmethod
     def _similar_sources(
@@ -1197,7 +1262,7 @@ class RecommendationService:
                 items,
                 order,
                 scores,
-                ["model"] * len(items),
+                np.zeros(len(items), dtype=bool),
                 is_new,
                 np.zeros(len(items), dtype=bool),
                 set(),

@@ -5,13 +5,16 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import TypeAdapter
+from typing_extensions import TypedDict
 
 from smartrec.api.deps import MetricsDep, RuntimeDep
+from smartrec.api.fastlane import FEED_TRIED
 from smartrec.errors import ValidationFailed
-from smartrec.schemas import RankingIn, RecommendationsOut, RecommendedItem, SessionIn
-from smartrec.serving import Results
+from smartrec.schemas import RankingIn, RecommendationsOut, SessionIn
+from smartrec.serving import Recommendation, Results
 
 router = APIRouter(tags=["recommendations"])
 
@@ -27,22 +30,55 @@ def _check_n(n: int, limit: int) -> None:
         raise ValidationFailed(f"n={n} is over the limit of {limit} (SMARTREC_MAX_N)", field="n")
 
 
-def _answer(**fields: Any) -> Response:
-    """Serialise once, in pydantic's Rust core: returning the model would make FastAPI dump it,
-    validate the dump against the response model and serialise it again. Built without
-    validation: the service's results are typed already (a tenth of the request's time)."""
-    body = RecommendationsOut.model_construct(**fields).model_dump_json()
+class _ItemJson(TypedDict):
+    item_id: str
+    score: float
+    reasons: list[dict[str, Any]]
+
+
+class _AnswerJson(TypedDict, total=False):
+    """:class:`RecommendationsOut` as plain dicts (same fields, same order, same JSON)."""
+
+    user_id: str | None
+    item_id: str | None
+    model_version: str | None
+    items: list[_ItemJson]
+    next_page_token: str | None
+
+
+_ANSWER = TypeAdapter(_AnswerJson)
+
+
+def answer_body(
+    items: list[Recommendation],
+    model_version: str | None,
+    user_id: str | None = None,
+    item_id: str | None = None,
+    next_page_token: str | None = None,
+) -> bytes:
+    """The JSON of a :class:`RecommendationsOut`, serialised once in pydantic's Rust core from
+    plain dicts: returning the model would make FastAPI dump it, validate the dump and
+    serialise it again, and building the models costs more than the rules behind them (the
+    service's results are typed already)."""
+    return _ANSWER.dump_json(
+        {
+            "user_id": user_id,
+            "item_id": item_id,
+            "model_version": model_version,
+            "items": [
+                {"item_id": r.item_id, "score": r.score, "reasons": r.reasons} for r in items
+            ],
+            "next_page_token": next_page_token,
+        }
+    )
+
+
+def _answer(results: Results, **fields: Any) -> Response:
+    body = answer_body(results.items, results.model_version, **fields)
     return Response(content=body, media_type="application/json")
 
 
-def _items(results: Results) -> list[RecommendedItem]:
-    return [
-        RecommendedItem.model_construct(item_id=r.item_id, score=r.score, reasons=r.reasons)
-        for r in results.items
-    ]
-
-
-def _source(results: Results) -> str:
+def source_of(results: Results) -> str:
     if not results.items:
         return "empty"
     return (
@@ -52,8 +88,12 @@ def _source(results: Results) -> str:
     )
 
 
-@router.get("/users/{user_id:path}/recommendations", response_model=RecommendationsOut)
+USER_RECOMMENDATIONS = "/users/{user_id:path}/recommendations"
+
+
+@router.get(USER_RECOMMENDATIONS, response_model=RecommendationsOut)
 async def user_recommendations(
+    request: Request,
     rt: RuntimeDep,
     metrics: MetricsDep,
     user_id: PathId,
@@ -84,20 +124,18 @@ async def user_recommendations(
     rules: dict[str, Any] = {"filter": filter, "diversity": diversity}
     rules |= {"max_per_category": max_per_category, "exploration": exploration}
     # A fresh feed answers on the event loop (rules only, no I/O, well under a millisecond);
-    # anything that reads the database or runs the full pipeline goes to the thread pool.
-    fast = rt.service.recommend_fast(*args, **rules)
+    # anything that reads the database or runs the full pipeline goes to the thread pool. The
+    # feed lane (api/fastlane.py) answers most such requests before this route runs; when it
+    # asked already and the feed could not answer, it is not asked twice.
+    tried = request.scope.get(FEED_TRIED, False)
+    fast = None if tried else rt.service.recommend_fast(*args, **rules)
     results: Results = (
         fast
         if fast is not None
         else await run_in_threadpool(partial(rt.service.recommend, *args, **rules))
     )
-    metrics.recommendations.labels("user", _source(results)).inc()
-    return _answer(
-        user_id=user_id,
-        model_version=results.model_version,
-        items=_items(results),
-        next_page_token=results.next_page_token,
-    )
+    metrics.recommendations.labels("user", source_of(results)).inc()
+    return _answer(results, user_id=user_id, next_page_token=results.next_page_token)
 
 
 @router.get("/items/{item_id:path}/similar", response_model=RecommendationsOut)
@@ -110,8 +148,8 @@ def similar_items(
 ) -> Response:
     _check_n(n, rt.settings.max_n)
     results = rt.service.similar(item_id, n, category)
-    metrics.recommendations.labels("similar", _source(results)).inc()
-    return _answer(item_id=item_id, model_version=results.model_version, items=_items(results))
+    metrics.recommendations.labels("similar", source_of(results)).inc()
+    return _answer(results, item_id=item_id)
 
 
 @router.get("/popular", response_model=RecommendationsOut)
@@ -124,20 +162,20 @@ def popular(
 ) -> Response:
     _check_n(n, rt.settings.max_n)
     results = rt.service.popular(n, category, window)
-    metrics.recommendations.labels("popular", _source(results)).inc()
-    return _answer(model_version=results.model_version, items=_items(results))
+    metrics.recommendations.labels("popular", source_of(results)).inc()
+    return _answer(results)
 
 
 @router.post("/sessions/recommendations", response_model=RecommendationsOut)
 def session_recommendations(body: SessionIn, rt: RuntimeDep, metrics: MetricsDep) -> Response:
     _check_n(body.n, rt.settings.max_n)
     results = rt.service.session(body.item_ids, body.n)
-    metrics.recommendations.labels("session", _source(results)).inc()
-    return _answer(model_version=results.model_version, items=_items(results))
+    metrics.recommendations.labels("session", source_of(results)).inc()
+    return _answer(results)
 
 
 @router.post("/rankings", response_model=RecommendationsOut)
 def rankings(body: RankingIn, rt: RuntimeDep, metrics: MetricsDep) -> Response:
     results = rt.service.rank(body.user_id, body.item_ids)
-    metrics.recommendations.labels("ranking", _source(results)).inc()
-    return _answer(user_id=body.user_id, model_version=results.model_version, items=_items(results))
+    metrics.recommendations.labels("ranking", source_of(results)).inc()
+    return _answer(results, user_id=body.user_id)
