@@ -305,7 +305,7 @@ def profile(home: Path, user_ids: list[str], requests: int, seed: int) -> str:
     """Stage timers over ``requests`` in-process requests, then cProfile over as many."""
     os.environ["SMARTREC_HOME"] = str(home)
     os.environ.pop("SMARTREC_DATABASE_URL", None)
-    from smartrec.api.routers.recommendations import _answer, _items
+    from smartrec.api.routers.recommendations import answer_body
     from smartrec.api.runtime import Runtime
     from smartrec.config import Settings
 
@@ -324,11 +324,8 @@ def profile(home: Path, user_ids: list[str], requests: int, seed: int) -> str:
 
     def one(user: str) -> None:
         results = service.recommend(user, 10)
-        _answer(
-            user_id=user,
-            model_version=results.model_version,
-            items=_items(results),
-            next_page_token=results.next_page_token,
+        answer_body(
+            results.items, results.model_version, user, next_page_token=results.next_page_token
         )
 
     for u in warm:
@@ -362,11 +359,8 @@ def profile(home: Path, user_ids: list[str], requests: int, seed: int) -> str:
     )
     serialise = timers.wrap(
         "serialisation (RecommendationsOut JSON)",
-        lambda user, results: _answer(
-            user_id=user,
-            model_version=results.model_version,
-            items=_items(results),
-            next_page_token=results.next_page_token,
+        lambda user, results: answer_body(
+            results.items, results.model_version, user, next_page_token=results.next_page_token
         ),
     )
     recommend = timers.wrap("service.recommend (all)", service.recommend)

@@ -10,15 +10,25 @@ Prints, for ``--users`` of the most recently active users, one thread:
 * a request answered from the user's feed (rules, reasons, serialisation), mean ms, and the
   ratio of the two, measured in the same run;
 * feeds built ahead (``build_feeds``), users/s;
-* the IVF index: items indexed, items with a zero vector, empty lists, the largest list.
+* the IVF index: items indexed, items with a zero vector, empty lists, the largest list;
+* the served path without HTTP: the ASGI apps called directly for the same users, with feeds
+  (smartrec with the feed lane, smartrec through FastAPI's router, and ``serve.py``'s bare
+  FastAPI endpoint), in interleaved rounds, then the top functions of a cProfile of the lane.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import cProfile
+import io
+import json
 import os
+import pstats
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +46,7 @@ def main() -> None:
     if not (home / "smartrec.db").exists():
         raise SystemExit(f"{home}: run benchmarks/serve.py --pipeline first (it prepares it)")
     os.environ.pop("SMARTREC_DATABASE_URL", None)
-    from smartrec.api.routers.recommendations import _answer, _items
+    from smartrec.api.routers.recommendations import answer_body
     from smartrec.api.runtime import Runtime
     from smartrec.config import Settings
 
@@ -55,11 +65,8 @@ def main() -> None:
     def answer(user: str, fast: bool) -> None:
         results = service.recommend_fast(user, 10) if fast else service.recommend(user, 10)
         assert results is not None, "no feed"
-        _answer(
-            user_id=user,
-            model_version=results.model_version,
-            items=_items(results),
-            next_page_token=results.next_page_token,
+        answer_body(
+            results.items, results.model_version, user, next_page_token=results.next_page_token
         )
 
     for u in warm:  # the first requests build serving structures (e.g. the kNN views)
@@ -97,7 +104,78 @@ def main() -> None:
             f"vectors), {ivf.nlist:,} lists, {int((sizes == 0).sum()):,} empty, largest "
             f"{int(sizes.max()):,}"
         )
+    asgi_costs(rt, settings, users, args.rounds)
     rt.stop()
+
+
+async def _call(app: Any, path: str) -> tuple[int, bytes]:
+    """One GET through an ASGI app, no server: what the app itself costs."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"n=10",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8000),
+    }
+    out: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        out.append(message)
+
+    await app(scope, receive, send)
+    return int(out[0]["status"]), bytes(out[1]["body"])
+
+
+def asgi_costs(rt: Any, settings: Any, users: list[str], rounds: int) -> None:
+    from smartrec.api import create_app
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import serve
+
+    apps: dict[str, Any] = {}
+    for name, lane in (("smartrec, feed lane", True), ("smartrec, FastAPI route", False)):
+        app = create_app(settings.model_copy(update={"feed_lane": lane}), runtime=rt)
+        app.state.runtime = rt  # already running: no lifespan
+        apps[name] = app
+    paths = [f"/v1/users/{u}/recommendations" for u in users]
+    first = asyncio.run(_call(apps["smartrec, feed lane"], paths[0]))
+    os.environ[serve.FIXED_ANSWER_ENV] = json.dumps(json.loads(first[1]))
+    apps["bare FastAPI endpoint"] = serve.baseline_app()
+
+    async def run(app: Any) -> float:
+        started = time.perf_counter()
+        for path in paths:
+            status, _ = await _call(app, path)
+            assert status == 200, status
+        return (time.perf_counter() - started) / len(paths) * 1e6
+
+    best: dict[str, float] = {}
+    for _ in range(max(rounds, 3)):  # interleaved; the best round of each (noise is upward)
+        for name, app in apps.items():
+            best[name] = min(best.get(name, float("inf")), asyncio.run(run(app)))
+    bare = best["bare FastAPI endpoint"]
+    print(f"\nthe ASGI app alone (no HTTP server), {len(paths)} users with feeds, best round:")
+    for name, us in best.items():
+        print(f"  {name:<26} {us:8.0f} us a request  ({us / bare:.2f}x the bare endpoint)")
+    prof = cProfile.Profile()
+    prof.enable()
+    asyncio.run(run(apps["smartrec, feed lane"]))
+    prof.disable()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(12)
+    body = text.getvalue()
+    print(f"\ncProfile of the feed lane ({len(paths)} requests), top functions by own time:")
+    print(body[body.find("   ncalls") :])
 
 
 if __name__ == "__main__":
