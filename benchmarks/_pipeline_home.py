@@ -435,7 +435,12 @@ def profile(home: Path, user_ids: list[str], requests: int, seed: int) -> str:
     stats.sort_stats("tottime").print_stats(22)
     text = out.getvalue()
     body = text[text.find("   ncalls") :] if "   ncalls" in text else text
-    lines += ["", f"cProfile of {requests} more requests, top functions by own time:", body]
+    lines += [
+        "",
+        f"cProfile of the same {requests} requests again (now answered from the feeds the first "
+        "pass stored, when feeds are on), top functions by own time:",
+        body,
+    ]
     rt.stop()
     return "\n".join(lines)
 
