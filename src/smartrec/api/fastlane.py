@@ -77,7 +77,9 @@ def user_of(path: str) -> str | None:
     if not (path.startswith(PREFIX) and path.endswith(SUFFIX)):
         return None
     user = path[len(PREFIX) : -len(SUFFIX)]
-    if not user or len(user) > 256 or "\x00" in user:
+    # The route's pattern is ``.*`` without DOTALL: an id with a newline does not match it
+    # (404 from the router), so the lane must not answer it either.
+    if not user or len(user) > 256 or "\x00" in user or "\n" in user:
         return None
     return user
 

@@ -84,7 +84,7 @@ class RecommendationService:
         self.registry = registry
         self.weights = settings.weights
         self._state: ServingState | None = None
-        self._mask_tables: dict[tuple[int, tuple[str, ...]], tuple[Any, list[list[Any]]]] = {}
+        self._mask_tables: dict[tuple[int, tuple[str, ...]], tuple[Any, _MaskTable]] = {}
         self._swap_lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -110,6 +110,7 @@ class RecommendationService:
     def _clear_caches(self) -> None:
         self._popular_cache.clear()
         self._user_cache.clear()
+        self._mask_tables.clear()
 
     # ----------------------------------------------------------------- model lifecycle
     @property
@@ -563,10 +564,15 @@ class RecommendationService:
             dtype=np.uint32,
             count=len(kept.items),
         )
-        found = np.zeros(len(kept.items), dtype=np.uint32)
-        if len(kept.cands):
-            bits = (1 << np.arange(kept.cands.ranks.shape[1])).astype(np.uint32)
-            found[: len(kept.cands)] = ~np.isnan(kept.cands.ranks) @ bits
+        found: np.ndarray | None = None
+        n_retrievers = kept.cands.ranks.shape[1] if kept.cands.ranks.ndim == 2 else 0
+        if n_retrievers <= 64:  # one bit each (more: worked out per page from the ranks)
+            found = np.zeros(len(kept.items), dtype=np.uint64)
+            if len(kept.cands):
+                bits = np.left_shift(np.uint64(1), np.arange(n_retrievers, dtype=np.uint64))
+                found[: len(kept.cands)] = np.bitwise_or.reduce(
+                    np.where(np.isnan(kept.cands.ranks), np.uint64(0), bits), axis=1
+                )
         kept = dataclasses.replace(kept, sources=sources, hashes=hashes, found=found)
         return Feed(state.version, kept, built_ms)
 
@@ -949,21 +955,19 @@ class RecommendationService:
             out.append(Recommendation(state.item_ids[idx], scores[pos], reasons))
         return out
 
-    def _retrievers_by_mask(
-        self, pipeline: TrainedPipeline, names: tuple[str, ...]
-    ) -> list[list[Any]]:
-        """For each bit mask over ``names``, the retriever specs it stands for (a small table,
-        kept per pipeline)."""
+    def _retrievers_by_mask(self, pipeline: TrainedPipeline, names: tuple[str, ...]) -> Any:
+        """Mask -> the retriever specs it stands for, filled as masks are met, kept for the
+        pipeline being served (dropped with it: see :meth:`_clear_caches`)."""
         key = (id(pipeline), names)
         held = self._mask_tables.get(key)
-        table = held[1] if held is not None and held[0] is pipeline else None
-        if table is None:
+        if held is None or held[0] is not pipeline:
             specs = [next(r for r in pipeline.spec.retrievers if r.name == n) for n in names]
-            table = [[r for b, r in enumerate(specs) if m >> b & 1] for m in range(1 << len(specs))]
-            if len(self._mask_tables) > 16:  # models come and go: keep the latest few
+            table = _MaskTable(specs)
+            if len(self._mask_tables) >= 4:  # a model swap clears it; this bounds the rest
                 self._mask_tables.clear()
-            self._mask_tables[key] = (pipeline, table)  # held: its id is not reused meanwhile
-        return table
+            held = (pipeline, table)  # the pipeline is held so that its id is not reused
+            self._mask_tables[key] = held
+        return held[1]
 
     @staticmethod
     def _found_reasons(
@@ -1371,6 +1375,22 @@ class RecommendationService:
         page = fresh[:n]
         token = shown.after(r.item_id for r in page).encode() if len(fresh) > n else None
         return Results(page, version, token)
+
+
+class _MaskTable:
+    """Bit mask (bit r: the r-th retriever found the item) -> those retrievers' specs, built
+    as masks are met: a handful in practice, never 2^R up front."""
+
+    def __init__(self, specs: list[Any]) -> None:
+        self.specs = specs
+        self._lists: dict[int, list[Any]] = {}
+
+    def __getitem__(self, mask: int) -> list[Any]:
+        found = self._lists.get(mask)
+        if found is None:
+            found = [r for b, r in enumerate(self.specs) if mask >> b & 1]
+            self._lists[mask] = found
+        return found
 
 
 @dataclass(frozen=True)
