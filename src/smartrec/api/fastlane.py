@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 FEED_TRIED = "smartrec.feed_tried"
 PREFIX = "/v1/users/"
 SUFFIX = "/recommendations"
+JSON = b"application/json"
 
 _INT = re.compile(r"[1-9][0-9]{0,6}")
 _UNIT = re.compile(r"[01](\.[0-9]{1,17})?")
@@ -86,8 +87,14 @@ def user_of(path: str) -> str | None:
 
 class FeedLane:
     def __init__(self, app: ASGIApp, route: Any) -> None:
+        # The route's own serialisation and metric label (imported here: the router module
+        # imports this one for FEED_TRIED).
+        from smartrec.api.routers.recommendations import answer_body, source_of
+
         self.app = app
         self.route = route  # the FastAPI route it stands in for (metrics label it)
+        self._body = answer_body
+        self._source = source_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
@@ -101,8 +108,6 @@ class FeedLane:
         await self.app(scope, receive, send)
 
     async def _answer(self, scope: Scope, user: str, send: Send) -> bool:
-        from smartrec.api.routers.recommendations import answer_body, source_of
-
         args = read_query(scope.get("query_string", b""))
         runtime = getattr(scope["app"].state, "runtime", None)
         if args is None or runtime is None:
@@ -119,8 +124,8 @@ class FeedLane:
             return False
         scope["route"] = self.route
         scope["path_params"] = {"user_id": user}
-        scope["app"].state.metrics.recommendations.labels("user", source_of(results)).inc()
-        body = answer_body(
+        scope["app"].state.metrics.recommendations.labels("user", self._source(results)).inc()
+        body = self._body(
             user_id=user,
             model_version=results.model_version,
             items=results.items,
@@ -130,6 +135,3 @@ class FeedLane:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return True
-
-
-JSON = b"application/json"
