@@ -549,7 +549,8 @@ class RecommendationService:
 
     def _feed(self, state: ServingState, ranked: Ranked, built_ms: int) -> Feed:
         """What a feed keeps: the best items, with what their answers need that no request
-        changes (the history items behind their reasons, the reasons, the items' hashes)."""
+        changes (the history items behind their reasons, the retrievers that found them, the
+        items' hashes)."""
         pipeline = state.pipeline
         assert pipeline is not None
         kept = ranked.trim(self.settings.feed_items)
