@@ -131,6 +131,8 @@ def exploration_slots(n: int, share: float) -> list[int]:
 
 def interleave(main: Sequence[int], extra: Sequence[int], slots: list[int], n: int) -> list[int]:
     """Positions of ``main`` with ``extra`` put at ``slots`` (as far as there are extras)."""
+    if not extra:  # the usual page: no exploration
+        return list(main[:n])
     out: list[int] = []
     mi = ei = 0
     want = set(slots[: len(extra)])

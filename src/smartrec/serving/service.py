@@ -748,11 +748,8 @@ class RecommendationService:
             if cap:
                 picked = cap_per_category(picked, cats, cap, len(head))
             order = head[picked].tolist() + order[head_n:]
-        if explore:
-            positions = interleave(order, explore, slots, n)
-            page = [j if j >= 0 else explore[-1 - j] for j in positions]
-        else:
-            page = order[:n]
+        positions = interleave(order, explore, slots, n)
+        page = [j if j >= 0 else explore[-1 - j] for j in positions] if explore else positions
         remaining = len(order) + len(explore) - len(page)
         recs = self._pipeline_reasons(
             state,
