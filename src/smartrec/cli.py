@@ -137,6 +137,14 @@ def evaluate(
             "protocol's fixed parameters)."
         ),
     ] = 0.0,
+    tune_trials: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="At most this many trials per study (each model, the ranking stage): a cap "
+            "the budget reaches gives the same result on any machine.",
+        ),
+    ] = None,
     diversity: Annotated[float, typer.Option(help="MMR lambda of the ablation's last row.")] = 0.9,
     report: Annotated[
         Path | None, typer.Option(help="Write a self-contained HTML report with plots here.")
@@ -162,6 +170,7 @@ def evaluate(
             seed=seed,
             data_path=data,
             tune_budget_s=tune_budget,
+            tune_trials=tune_trials,
             spec=load_spec(pipeline_file),
             diversity=diversity,
             progress=say,
@@ -225,6 +234,10 @@ def tune(
     algorithms: Annotated[
         str | None, typer.Option(help="Comma-separated (default: the configured models).")
     ] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option(min=1, help="At most this many trials per model and for the ranking stage."),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Search the models' hyperparameters on a validation split of the stored events; the
@@ -236,7 +249,7 @@ def tune(
     runtime.store.migrate()
     names = [a.strip() for a in algorithms.split(",")] if algorithms else list(settings.models)
     result = runtime.trainer.tune(
-        budget, names, progress=lambda msg: console.print(f"[dim]{msg}[/]")
+        budget, names, progress=lambda msg: console.print(f"[dim]{msg}[/]"), trials=trials
     )
     table = Table(title=f"tuning ({result.seconds:.0f}s of {budget:.0f}s)")
     for h in ("model", "default", "best", "trials", "chosen parameters"):

@@ -51,3 +51,17 @@ def test_tune_command_logs_choices_the_next_training_uses(home_with_events: Path
     runtime = Runtime.build(Settings(home=home_with_events))
     tuned = load_tuned_params(runtime.registry)
     assert "ease" in tuned and "pipeline" in tuned
+
+
+def test_tune_command_caps_the_trials(home_with_events: Path) -> None:
+    result = CliRunner().invoke(app, ["tune", "--budget", "120", "--trials", "2"])
+    assert result.exit_code == 0, result.output
+    rows = {
+        cells[0]: cells
+        for line in result.output.splitlines()
+        if (cells := [c.strip() for c in line.strip("│┃ ").split("│")])[0] in ("ease", "popularity")
+    }
+    assert set(rows) == {"ease", "popularity"}, result.output
+    assert all(cells[3] in ("1", "2") for cells in rows.values()), result.output
+    bad = CliRunner().invoke(app, ["tune", "--trials", "0"])
+    assert bad.exit_code != 0

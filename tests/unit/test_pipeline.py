@@ -352,6 +352,24 @@ def test_tune_pipeline_never_loses_to_the_spec_it_was_given(world: Any, spec: Pi
     assert {r.name: r.weight for r in tuned.retrievers} == result.params["weights"]
 
 
+def test_tune_pipeline_with_a_trial_cap_chooses_the_same_twice(
+    world: Any, spec: PipelineSpec
+) -> None:
+    from smartrec.pipeline.tuning import tune_pipeline
+    from smartrec.training.tune import temporal_validation
+
+    data, catalog, _ = world
+    runs = [
+        tune_pipeline(
+            data, spec, catalog, 120.0, lambda d: temporal_validation(d, 0.15), seed=3, trials=6
+        )
+        for _ in range(2)
+    ]
+    assert [r.n_trials for r in runs] == [6, 6]
+    assert runs[0].params == runs[1].params
+    assert [h["value"] for h in runs[0].history] == [h["value"] for h in runs[1].history]
+
+
 def test_itemknn_neighbours_stay_sparse_and_agree_with_dense(world: Any) -> None:
     data, catalog, _ = world
     knn_spec = itemknn_spec()

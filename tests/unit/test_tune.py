@@ -112,6 +112,21 @@ def test_a_custom_split_is_used(data: Interactions) -> None:
     assert result.validation_cutoff == temporal_validation(data, 0.2).cutoff_time
 
 
+def test_a_trial_cap_stops_each_study_and_makes_the_choice_reproducible(
+    data: Interactions,
+) -> None:
+    def score(algorithm: str, params: dict[str, Any], val: Validation) -> dict[str, float]:
+        return _fake_metrics(-abs(math.log(params["l2"]) - 5.0))
+
+    runs = [tune(data, ["ease"], 30.0, evaluate_fn=score, seed=4, trials=5) for _ in range(2)]
+    assert [r.n_trials["ease"] for r in runs] == [5, 5]  # a 30 s budget would buy hundreds
+    assert runs[0].seconds < 10
+    assert runs[0].best_params == runs[1].best_params
+    assert [h.params for h in runs[0].history] == [h.params for h in runs[1].history]
+    with pytest.raises(ValueError, match="trials"):
+        tune(data, ["ease"], 1.0, evaluate_fn=score, trials=0)
+
+
 # --------------------------------------------------------------------------- choosing
 def test_the_defaults_win_ties_and_when_nothing_beats_them(data: Interactions) -> None:
     def peak_at_default(

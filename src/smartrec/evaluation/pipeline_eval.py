@@ -107,11 +107,16 @@ def run_pipeline_protocol(
     data_path: str | Path | None = None,
     *,
     tune_budget_s: float = 0.0,
+    tune_trials: int | None = None,
     spec: PipelineSpec | None = None,
     diversity: float = 0.9,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Single models, the pipeline and its ablation on the stratified ML-100K protocol."""
+    """Single models, the pipeline and its ablation on the stratified ML-100K protocol.
+
+    ``tune_trials`` caps every study (each model's and the ranking stage's): a cap the budget
+    reaches makes the whole result the same on any machine; a budget alone does not.
+    """
     from smartrec.datasets import load_movielens_100k
 
     say = progress or (lambda _msg: None)
@@ -137,6 +142,7 @@ def run_pipeline_protocol(
             defaults={a: params[a] for a in TUNED_ALGORITHMS},
             seed=seed,
             progress=say,
+            trials=tune_trials,
         )
         tuned = result.as_dict()
         for name in TUNED_ALGORITHMS:
@@ -145,6 +151,8 @@ def run_pipeline_protocol(
                 params[name] = dict(best)
         tuning = {
             "budget_s": tune_budget_s,
+            "trials_cap": tune_trials,
+            "model_trials": tuned.get("n_trials"),
             "seconds": tuned.get("seconds"),
             "best_params": {a: params[a] for a in TUNED_ALGORITHMS},
             "validation": f"stratified 75/25 per item of the training ratings, seed {seed + 1}",
@@ -170,6 +178,7 @@ def run_pipeline_protocol(
             label_split="random",
             seed=seed,
             progress=say,
+            trials=tune_trials,
         )
         untuned_spec = base_spec
         base_spec = apply_pipeline_params(base_spec, chosen.params)

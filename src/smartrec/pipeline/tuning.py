@@ -74,7 +74,11 @@ def tune_pipeline(
     label_split: str = "time",
     seed: int = 0,
     progress: Progress | None = None,
+    trials: int | None = None,
 ) -> PipelineTuneResult:
+    """The ranking stage's best choices on ``split(train)`` within ``budget_s`` seconds, and at
+    most ``trials`` trials (the spec as given included): with a cap the budget reaches, the
+    choice is the same on any machine."""
     import optuna
 
     say = progress or (lambda msg: log.info(msg))
@@ -173,7 +177,7 @@ def tune_pipeline(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         left = max(1.0, budget_s - (time.perf_counter() - started))
-        study.optimize(objective, timeout=left, catch=(Exception,))
+        study.optimize(objective, n_trials=trials, timeout=left, catch=(Exception,))
     finally:
         optuna.logging.set_verbosity(previous)
     done = [h for h in history if np.isfinite(h["value"])]

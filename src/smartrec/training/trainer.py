@@ -187,10 +187,12 @@ class Trainer:
         algorithms: list[str] | None = None,
         progress: Progress | None = None,
         data: Interactions | None = None,
+        trials: int | None = None,
     ) -> Any:
         """Tune the models (60 % of the budget when the pipeline is on) then the pipeline's
         ranking stage on the trainer's own validation split; log the choices to MLflow, where
-        the next training finds them. Returns the TuneResult (ranking choices under
+        the next training finds them. ``trials`` caps each study (reproducible choices when the
+        budget reaches the cap). Returns the TuneResult (ranking choices under
         ``best_params["pipeline"]``)."""
         from smartrec.training.tune import apply_tuned, log_tuning, tune
 
@@ -208,6 +210,7 @@ class Trainer:
             defaults={n: configs.get(n, {}) for n in names},
             validation_fraction=self.settings.validation_fraction,
             progress=say,
+            trials=trials,
         )
         if self.settings.pipeline_enabled:
             from smartrec.pipeline.tuning import tune_pipeline
@@ -223,6 +226,7 @@ class Trainer:
                     budget_s - model_budget,
                     lambda d: temporal_validation(d, fraction),
                     progress=say,
+                    trials=trials,
                 )
                 result.best_params[PIPELINE] = chosen.params
             except Exception as exc:  # the models' tuning still counts

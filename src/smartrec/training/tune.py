@@ -217,6 +217,7 @@ def tune(
     defaults: Mapping[str, Mapping[str, Any]] | None = None,
     progress: Progress | None = None,
     evaluate_fn: EvaluateFn | None = None,
+    trials: int | None = None,
 ) -> TuneResult:
     """Search each algorithm's space for ``objective_metric`` within ``budget_s`` seconds overall.
 
@@ -226,8 +227,9 @@ def tune(
     trial would likely overrun that share. A running fit cannot be interrupted, so a budget
     smaller than the defaults' fits is exceeded by them.
     ``defaults`` are the configurations to beat (e.g. ``settings.models``); algorithms missing
-    there use their package defaults. Trial counts depend on speed, so results are reproducible
-    for a fixed number of trials, not across machines.
+    there use their package defaults. ``trials`` caps each algorithm's study (the defaults'
+    trial included): with a cap the budget reaches, the result is the same on any machine (the
+    studies are seeded); without one, how many trials a budget buys depends on the machine.
     """
     say = progress or (lambda msg: log.info(msg))
     started = time.monotonic()
@@ -238,6 +240,8 @@ def tune(
         raise ValueError(f"no search space for {unknown}; known: {', '.join(SEARCH_SPACES)}")
     if not names:
         raise ValueError("no algorithms to tune")
+    if trials is not None and trials < 1:
+        raise ValueError("trials must be >= 1")
     evaluate = evaluate_fn or fit_and_evaluate
     val = split(train) if split is not None else temporal_validation(train, validation_fraction)
     if val.n_users == 0:
@@ -263,7 +267,7 @@ def tune(
     )
     with _quiet_optuna():
         searches = [
-            _Search(n, dict(given.get(n, {})), val, evaluate, objective_metric, seed, say)
+            _Search(n, dict(given.get(n, {})), val, evaluate, objective_metric, seed, say, trials)
             for n in names
         ]
         for search in searches:  # the floor first, so the search time left is known
@@ -291,10 +295,12 @@ class _Search:
         metric: str,
         seed: int,
         say: Progress,
+        max_trials: int | None = None,
     ) -> None:
         import optuna
 
         self.name = name
+        self.max_trials = max_trials
         self.baseline = baseline
         self.space = SEARCH_SPACES[name]
         self.val = val
@@ -320,9 +326,11 @@ class _Search:
     def run_until(self, share_end: float) -> None:
         t0 = time.monotonic()
         self.share_end = share_end
-        if share_end - t0 > 0 and not self._would_overrun():
+        left = None if self.max_trials is None else self.max_trials - len(self.study.trials)
+        if share_end - t0 > 0 and not self._would_overrun() and (left is None or left > 0):
             self.study.optimize(
                 self.objective,
+                n_trials=left,
                 timeout=share_end - t0,
                 catch=(Exception,),
                 callbacks=[self._stop_before_overrun],
