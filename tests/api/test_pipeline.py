@@ -523,6 +523,34 @@ def test_exploration_shows_new_items_off_the_first_slot(served: Served) -> None:
     assert all(rows[i].published_at is not None for _, i in explored)
 
 
+def test_an_item_without_a_publication_time_is_new_from_when_the_catalogue_stored_it(
+    served: Served,
+) -> None:
+    """No published_at and no events: its birth is when the catalogue first stored it, so it
+    is new (explored, boosted, reason "new"); a publication time, when given, still wins."""
+    client = served.client
+    user, _ = new_user(served, "books")
+    undated = new_items("books", 3, prefix="undated", published_at=None)
+    old = new_items("books", 3, prefix="oldpub", published_at=int(time.time()) - 400 * 86400)
+    post_items(client, undated + old)
+    rows = catalog(served, [i["item_id"] for i in undated])
+    assert all(r.published_at is None for r in rows.values())
+    body = recs(client, user, n=10, exploration=0.3)
+    explored = {
+        item["item_id"]
+        for item in body["items"]
+        if {"kind": "new", "exploration": True} in item["reasons"]
+    }
+    assert len(explored) == 3, body
+    assert explored <= {i["item_id"] for i in undated}, explored
+    assert not explored & {i["item_id"] for i in old}
+    long_page = recs(client, user, n=200)
+    reasons = {item["item_id"]: item["reasons"] for item in long_page["items"]}
+    for item in old:
+        if item["item_id"] in reasons:
+            assert {"kind": "new"} not in reasons[item["item_id"]], reasons[item["item_id"]]
+
+
 # --------------------------------------------------------------------------- paging
 def test_paging_to_the_end_never_repeats(served: Served) -> None:
     client, world = served.client, served.world

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -76,6 +77,17 @@ def test_upserts_replace_and_last_row_wins(db_url: str) -> None:
         {},
         False,
     )
+    # created_at: when the catalogue first stored the item (a placeholder included); an
+    # update keeps it, so an item's age is not reset by editing it.
+    created = item.created_at
+    assert created is not None and abs(created - time.time() * 1000) < 60_000
+    store.add_events([ev(1, user="u", item="p")])
+    placeholder_born = store.catalog(["p"])["p"].created_at
+    time.sleep(0.01)
+    store.upsert_items([{"item_id": "a", "title": "third"}, {"item_id": "p", "title": "P"}])
+    after = store.catalog(["a", "p"])
+    assert after["a"].title == "third" and after["a"].created_at == created
+    assert after["p"].created_at == placeholder_born is not None
     assert store.upsert_users([{"user_id": "u", "attributes": {"age": 3}}]) == 1
     assert store.upsert_users([{"user_id": "u", "attributes": {"age": 4}}]) == 1
     assert store.count_users() == 1

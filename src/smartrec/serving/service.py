@@ -856,8 +856,10 @@ class RecommendationService:
 
     @staticmethod
     def _born(state: ServingState, items: np.ndarray) -> np.ndarray:
-        """Publication time, or first event time, per item (NaN-safe: unknown = long ago).
-        Worked out for the whole axis once per catalogue change (``published`` is replaced,
+        """Publication time, else first event time, else when the catalogue first stored it,
+        per item (NaN-safe: unknown = long ago), so that an item added without a publication
+        time is new until it has been in the catalogue for ``new_days``. Worked out for the whole
+        axis once per catalogue change (``published`` and ``created`` are replaced together,
         never edited in place), then looked up per request."""
         cached = state.__dict__.get("_born")
         if cached is None or cached[0] is not state.published:
@@ -868,6 +870,8 @@ class RecommendationService:
                 m = min(len(pub), pipeline.n_items)
                 first = np.asarray(pipeline.stats.first_seen[:m], dtype=np.float64)
                 born[:m] = np.where(np.isnan(pub[:m]), first, pub[:m])
+            created = state.created[: len(born)]
+            born = np.where(np.isnan(born), created, born)
             cached = (pub, np.where(np.isnan(born), -np.inf, born))
             state.__dict__["_born"] = cached
         return cached[1][items]

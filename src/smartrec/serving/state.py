@@ -132,6 +132,7 @@ class ServingState:
         self.available = np.ones(n, dtype=bool)
         self.titles: list[str | None] = [None] * n
         self.published = np.full(n, np.nan)  # epoch seconds
+        self.created = np.full(n, np.nan)  # epoch seconds the catalogue first stored it
         self.categories: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self.apply_catalog(catalog)
@@ -184,6 +185,7 @@ class ServingState:
             grow = n_new - len(self.available)
             available = np.concatenate([self.available, np.zeros(grow, dtype=bool)])
             published = np.concatenate([self.published, np.full(grow, np.nan)])
+            created = np.concatenate([self.created, np.full(grow, np.nan)])
             titles = list(self.titles) + [None] * grow
             categories = {
                 k: np.concatenate([v, np.zeros(grow, dtype=bool)])
@@ -199,6 +201,7 @@ class ServingState:
                 available[pos] = visible(item, hidden_key)
                 titles[pos] = item.title
                 published[pos] = np.nan if item.published_at is None else item.published_at / 1e3
+                created[pos] = np.nan if item.created_at is None else item.created_at / 1e3
                 for mask in categories.values():
                     mask[pos] = False
                 for cat in item.categories:
@@ -207,7 +210,7 @@ class ServingState:
                     categories[cat][pos] = True
             self.item_ids, self.extra_index = item_ids, extra
             self.available, self.titles, self.categories = available, titles, categories
-            self.published = published
+            self.published, self.created = published, created
             if content is not None and self.pipeline is not None:
                 self.pipeline.content = content
             return new_ids

@@ -43,6 +43,9 @@ class CatalogItem:
     placeholder: bool
     published_at: int | None = None  # epoch milliseconds
     text: str | None = None  # only filled when asked for (``catalog(..., with_text=True)``)
+    #: Epoch milliseconds the catalogue first stored it: its birth when it has neither a
+    #: publication time nor events (None: not known, e.g. a dataset's own catalogue).
+    created_at: int | None = None
 
 
 class CatalogStore(Protocol):

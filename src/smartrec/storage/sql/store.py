@@ -212,6 +212,7 @@ class SqlStore:
             cols.available,
             cols.placeholder,
             cols.published_at,
+            cols.created_at,
         ]
         if with_text:
             columns.append(cols.text)
@@ -237,6 +238,7 @@ class SqlStore:
                         placeholder=bool(row.placeholder),
                         published_at=row.published_at,
                         text=row.text if with_text else None,
+                        created_at=row.created_at,
                     )
         return out
 
