@@ -670,6 +670,31 @@ def test_new_item_is_reachable_by_content(served: Served) -> None:
     assert {twin["item_id"], sibling["item_id"]} & set(ids_of(explored)), explored
 
 
+def test_an_edited_item_is_revectorised_for_content(served: Served) -> None:
+    """Editing an item's title, categories and attributes moves its content vector at once: its
+    similar items follow the edit, without a retraining."""
+    client, world = served.client, served.world
+    home = sorted(i for i, cats in world.item_categories.items() if cats == ["home"])
+    garden = sorted(i for i, cats in world.item_categories.items() if cats == ["garden"])
+    item = {**world_item(world, home[0]), "item_id": fresh("edit")}
+    post_items(client, [item])
+
+    def similar() -> list[str]:
+        response = client.get(f"/v1/items/{item['item_id']}/similar", params={"n": 5})
+        assert response.status_code == 200, response.text
+        return ids_of(response.json())
+
+    before = similar()
+    rows = catalog(served, before)
+    assert all("home" in rows[i].categories for i in before), before
+    like_garden = world_item(world, garden[0])
+    post_items(client, [{**like_garden, "item_id": item["item_id"]}])
+    after = similar()
+    rows = catalog(served, after)
+    assert all("garden" in rows[i].categories for i in after), after
+    assert garden[0] in after
+
+
 def test_truncated_page_token_is_refused_not_forgotten(served: Served) -> None:
     """A token cut short (copy-paste, a proxy's URL limit) must not silently forget the items
     already shown: refused with 422, or at least no repeats."""

@@ -242,6 +242,36 @@ def test_upsert_of_changed_item_changes_its_vector(index: ContentIndex) -> None:
     )
 
 
+def test_edited_finds_changed_content_only(index: ContentIndex, tmp_path: Path) -> None:
+    import dataclasses
+
+    same = [dataclasses.replace(m) for m in MOVIES]
+    assert index.edited(same) == []
+    # Availability and dates are not content: no re-vectorising for them.
+    hidden = dataclasses.replace(MOVIES[0], available=False, published_at=5)
+    assert index.edited([hidden]) == []
+    retitled = dataclasses.replace(MOVIES[4], title="GoldenEye 2")
+    new_text = dataclasses.replace(MOVIES[5], text="a cop on a plane")
+    moved = dataclasses.replace(MOVIES[6], categories=["Comedy"])
+    attrs = dataclasses.replace(MOVIES[7], attributes={"year": 2001})
+    unknown = item("nobody", "Nobody", ["Action"])
+    got = index.edited([retitled, new_text, moved, attrs, unknown, same[8]])
+    assert [i.item_id for i in got] == ["goldeneye", "diehard", "diehard2", "heat"]
+    # Once upserted, the edit is what the row holds; fingerprints survive save and load.
+    updated = index.upsert([*got, unknown])
+    assert updated.edited([retitled, new_text, moved, attrs, unknown, same[8]]) == []
+    assert updated.edited([MOVIES[4]]) == [MOVIES[4]]
+    updated.save(tmp_path / "c")
+    loaded = ContentIndex.load(tmp_path / "c")
+    assert loaded.edited([retitled, unknown, same[0]]) == []
+    # An index saved before fingerprints were kept: every known row may be stale.
+    with np.load(tmp_path / "c" / CONTENT_NPZ) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "prints"}
+    np.savez_compressed(tmp_path / "c" / CONTENT_NPZ, **arrays)
+    old = ContentIndex.load(tmp_path / "c")
+    assert [i.item_id for i in old.edited([same[0], unknown])] == ["toy1", "nobody"]
+
+
 def test_upsert_mixed_batch_and_duplicates(index: ContentIndex) -> None:
     batch = [
         item("new1", "Lion Tamer", ["Musical"]),

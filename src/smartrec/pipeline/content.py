@@ -22,6 +22,7 @@ UTF-8 bytes + offsets), read back with ``allow_pickle=False``: nothing is unpick
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -354,6 +355,23 @@ def _unpack_strings(data: np.ndarray, offsets: np.ndarray) -> list[str]:
     return [raw[a:b].decode("utf-8") for a, b in pairwise(bounds)]
 
 
+def content_print(item: CatalogItem) -> int:
+    """A 63-bit fingerprint of what an item is vectorised from (title, categories, attributes,
+    text): serving re-vectorises an edited item only when it changed. Never 0 (0 = unknown)."""
+    doc = json.dumps(
+        [item.title, item.categories, item.attributes, item.text],
+        sort_keys=True,
+        default=str,
+        ensure_ascii=False,
+    )
+    digest = hashlib.blake2b(doc.encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "little") >> 1) or 1
+
+
+def _prints(items: Sequence[CatalogItem]) -> np.ndarray:
+    return np.fromiter((content_print(i) for i in items), dtype=np.int64, count=len(items))
+
+
 def _dedupe(items: Iterable[CatalogItem]) -> list[CatalogItem]:
     """The last version of each item wins, in first-seen order."""
     latest: dict[str, CatalogItem] = {}
@@ -372,9 +390,18 @@ class ContentIndex:
         encoder: _TfidfEncoder | _SentenceEncoder,
         ids: list[str],
         matrix: sp.csr_matrix | np.ndarray,
+        prints: np.ndarray | None = None,
     ) -> None:
         if matrix.shape[0] != len(ids):
             raise ModelError(f"{matrix.shape[0]} vectors for {len(ids)} ids")
+        #: Per row, the fingerprint of the content it was vectorised from (0: unknown, an index
+        #: saved before fingerprints were kept).
+        self._prints = (
+            np.zeros(len(ids), dtype=np.int64)
+            if prints is None or len(prints) != len(ids)
+            else np.asarray(prints, dtype=np.int64)
+        )
+        self._prints.flags.writeable = False
         self.config = config
         self._encoder = encoder
         self._ids = tuple(ids)
@@ -401,7 +428,18 @@ class ContentIndex:
             matrix: sp.csr_matrix | np.ndarray = encoder.encode(unique)
         else:
             encoder, matrix = _TfidfEncoder.fit(unique, config)
-        return cls(config, encoder, ids, matrix)
+        return cls(config, encoder, ids, matrix, _prints(unique))
+
+    def edited(self, items: Iterable[CatalogItem]) -> list[CatalogItem]:
+        """Those of ``items`` already in the index whose content differs from what their row was
+        vectorised from (rows of unknown origin count as differing). ``items`` must carry their
+        ``text``, as the index was built from it."""
+        out = []
+        for item in _dedupe(items):
+            at = self._index.get(item.item_id)
+            if at is not None and int(self._prints[at]) != content_print(item):
+                out.append(item)
+        return out
 
     def upsert(self, items: Iterable[CatalogItem]) -> ContentIndex:
         """A new index with ``items`` (re)vectorised with the fitted vocabulary, no refit.
@@ -420,6 +458,7 @@ class ContentIndex:
         # Stack old rows and fresh rows, then pick each final row's source in one gather.
         source = np.concatenate([np.arange(n_old), n_old + np.flatnonzero(~changed)])
         source[positions[changed]] = n_old + np.flatnonzero(changed)
+        prints = np.concatenate([self._prints, _prints(unique)])[source]
         if isinstance(self._matrix, np.ndarray):
             dense = np.asarray(vectors, dtype=np.float32)
             width = self._matrix.shape[1] if n_old else dense.shape[1]
@@ -431,7 +470,7 @@ class ContentIndex:
             stacked = sp.vstack([self._matrix, sp.csr_matrix(vectors)], format="csr")
             matrix = sp.csr_matrix(stacked[source] if changed.any() else stacked, dtype=np.float32)
             matrix.sort_indices()
-        return ContentIndex(self.config, self._encoder, ids, matrix)
+        return ContentIndex(self.config, self._encoder, ids, matrix, prints)
 
     # ------------------------------------------------------------------------- reading
     @property
@@ -592,7 +631,11 @@ class ContentIndex:
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         id_bytes, id_offsets = _pack_strings(self._ids)
-        arrays: dict[str, Any] = {"id_bytes": id_bytes, "id_offsets": id_offsets}
+        arrays: dict[str, Any] = {
+            "id_bytes": id_bytes,
+            "id_offsets": id_offsets,
+            "prints": self._prints,
+        }
         if isinstance(self._encoder, _TfidfEncoder):
             matrix = sp.csr_matrix(self._matrix)
             term_bytes, term_offsets = _pack_strings(self._encoder.terms)
@@ -633,6 +676,7 @@ class ContentIndex:
         n_items, dim = int(meta["n_items"]), int(meta["dim"])
         with np.load(path / CONTENT_NPZ, allow_pickle=False) as npz:
             ids = _unpack_strings(npz["id_bytes"], npz["id_offsets"])
+            prints = np.asarray(npz["prints"]) if "prints" in npz.files else None
             if config.backend == "sentence":
                 matrix: sp.csr_matrix | np.ndarray = np.asarray(npz["embeddings"], np.float32)
                 encoder: _TfidfEncoder | _SentenceEncoder = _SentenceEncoder(
@@ -646,4 +690,4 @@ class ContentIndex:
                 )
         if len(ids) != n_items:
             raise ModelError(f"{path}: {len(ids)} ids for {n_items} items")
-        return cls(config, encoder, ids, matrix)
+        return cls(config, encoder, ids, matrix, prints)

@@ -339,13 +339,15 @@ class RecommendationService:
         self._clear_caches()
 
     def _apply_rows(self, state: ServingState, rows: dict[str, CatalogItem]) -> None:
-        """Apply catalog rows; the items it will append are vectorised with their text, as the
-        training vectorised the others (``catalog()`` leaves the text out)."""
+        """Apply changed catalog rows. Their content is read with its text (``catalog()`` leaves
+        it out), as training read it: items it appends are vectorised from it, and items whose
+        title, categories, attributes or text changed are re-vectorised, so content retrieval
+        and similar items follow edits without a retraining."""
         texts = None
         if state.pipeline is not None and state.pipeline.content is not None:
-            new = [i for i, row in rows.items() if state.position(i) < 0 and not row.placeholder]
-            if new:
-                texts = self.store.catalog(new, with_text=True)
+            content = [i for i, row in rows.items() if not row.placeholder]
+            if content:
+                texts = self.store.catalog(content, with_text=True)
         state.apply_catalog(rows, texts)
 
     def ready(self) -> bool:

@@ -156,7 +156,9 @@ class ServingState:
     ) -> list[str]:
         """Update availability, titles, dates and category masks (copy-on-write); items the
         model has not seen are appended when the pipeline can reach them (content retrieval).
-        Returns the ids appended."""
+        ``texts``: the same rows with their text; items of it already on the content axis whose
+        title, categories, attributes or text changed are re-vectorised too. Returns the ids
+        appended."""
         with self._lock:
             lookup = self.items.lookup
             can_extend = self.pipeline is not None and self.pipeline.content is not None
@@ -169,9 +171,15 @@ class ServingState:
                 and not item.placeholder
             ]
             content = None
-            if new_ids and self.pipeline is not None and self.pipeline.content is not None:
+            index = self.pipeline.content if self.pipeline is not None else None
+            edited: list[CatalogItem] = []
+            if index is not None and texts is not None:
+                edited = index.edited(
+                    row for i, row in texts.items() if i in catalog and not row.placeholder
+                )
+            if (new_ids or edited) and index is not None:
                 rows = texts if texts is not None else catalog
-                content = self.pipeline.content.upsert([rows.get(i) or catalog[i] for i in new_ids])
+                content = index.upsert(edited + [rows.get(i) or catalog[i] for i in new_ids])
                 if any(content.index_of(i) != self.n_total + k for k, i in enumerate(new_ids)):
                     # The content index and the serving axis disagree: do not extend, but still
                     # apply availability and the rest to the items already on the axis.
