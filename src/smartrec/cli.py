@@ -160,6 +160,11 @@ def evaluate(
         raise typer.BadParameter(
             "only the stratified protocol is available", param_hint="--protocol"
         )
+    if tune_trials is not None and not (tune_budget > 0 and pipeline and not algorithms):
+        raise typer.BadParameter(
+            "caps the pipeline's tuning: give --tune-budget too (and no --algorithms)",
+            param_hint="--tune-trials",
+        )
     say = (lambda msg: None) if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
     if pipeline and not algorithms:
         from smartrec.evaluation.pipeline_eval import run_pipeline_protocol

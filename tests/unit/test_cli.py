@@ -65,3 +65,13 @@ def test_tune_command_caps_the_trials(home_with_events: Path) -> None:
     assert all(cells[3] in ("1", "2") for cells in rows.values()), result.output
     bad = CliRunner().invoke(app, ["tune", "--trials", "0"])
     assert bad.exit_code != 0
+
+
+def test_evaluate_refuses_a_trial_cap_without_a_tuning_budget() -> None:
+    for args in (
+        ["--tune-trials", "5"],
+        ["--tune-trials", "5", "--tune-budget", "60", "--algorithms", "ease"],
+    ):
+        result = CliRunner().invoke(app, ["evaluate", *args])
+        assert result.exit_code == 2, result.output
+        assert "--tune-trials" in result.output, result.output

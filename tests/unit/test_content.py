@@ -20,6 +20,7 @@ from smartrec.pipeline.content import (
     CONTENT_NPZ,
     ContentConfig,
     ContentIndex,
+    content_print,
     item_document,
 )
 from smartrec.storage.ports import CatalogItem
@@ -250,7 +251,9 @@ def test_edited_finds_changed_content_only(index: ContentIndex, tmp_path: Path) 
     # Availability and dates are not content: no re-vectorising for them.
     hidden = dataclasses.replace(MOVIES[0], available=False, published_at=5)
     assert index.edited([hidden]) == []
-    retitled = dataclasses.replace(MOVIES[4], title="GoldenEye 2")
+    # Nor an edit the vector cannot see: a title token too short to be a word.
+    assert index.edited([dataclasses.replace(MOVIES[4], title="GoldenEye 2")]) == []
+    retitled = dataclasses.replace(MOVIES[4], title="GoldenEye Returns")
     new_text = dataclasses.replace(MOVIES[5], text="a cop on a plane")
     moved = dataclasses.replace(MOVIES[6], categories=["Comedy"])
     attrs = dataclasses.replace(MOVIES[7], attributes={"year": 2001})
@@ -270,6 +273,22 @@ def test_edited_finds_changed_content_only(index: ContentIndex, tmp_path: Path) 
     np.savez_compressed(tmp_path / "c" / CONTENT_NPZ, **arrays)
     old = ContentIndex.load(tmp_path / "c")
     assert [i.item_id for i in old.edited([same[0], unknown])] == ["toy1", "nobody"]
+
+
+def test_content_print_covers_what_each_backend_reads() -> None:
+    import dataclasses
+
+    base = MOVIES[0]
+    priced = dataclasses.replace(base, attributes={"year": 1995, "price": 3})
+    retitled = dataclasses.replace(base, title="Toy Story Again")
+    sentence, tfidf = ContentConfig(backend="sentence"), ContentConfig()
+    # The sentence backend embeds title, categories and text only: attributes are not read.
+    assert content_print(priced, sentence) == content_print(base, sentence)
+    assert content_print(retitled, sentence) != content_print(base, sentence)
+    assert content_print(priced, tfidf) != content_print(base, tfidf)
+    no_attributes = ContentConfig(weights={"attributes": 0.0})
+    assert content_print(priced, no_attributes) == content_print(base, no_attributes)
+    assert all(content_print(m, c) > 0 for m in MOVIES for c in (sentence, tfidf))
 
 
 def test_upsert_mixed_batch_and_duplicates(index: ContentIndex) -> None:

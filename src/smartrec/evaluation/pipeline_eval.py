@@ -120,6 +120,8 @@ def run_pipeline_protocol(
     from smartrec.datasets import load_movielens_100k
 
     say = progress or (lambda _msg: None)
+    if tune_trials is not None and tune_budget_s <= 0:
+        raise ValueError("tune_trials caps a tuning run: give it a tuning budget too")
     ml = load_movielens_100k(data_path, progress=progress)
     r = ml.ratings
     mask = stratified_split(r.user_id, r.item_id, ratio=0.75, seed=seed, by="item")

@@ -355,21 +355,24 @@ def _unpack_strings(data: np.ndarray, offsets: np.ndarray) -> list[str]:
     return [raw[a:b].decode("utf-8") for a, b in pairwise(bounds)]
 
 
-def content_print(item: CatalogItem) -> int:
-    """A 63-bit fingerprint of what an item is vectorised from (title, categories, attributes,
-    text): serving re-vectorises an edited item only when it changed. Never 0 (0 = unknown)."""
-    doc = json.dumps(
-        [item.title, item.categories, item.attributes, item.text],
-        sort_keys=True,
-        default=str,
-        ensure_ascii=False,
-    )
-    digest = hashlib.blake2b(doc.encode(), digest_size=8).digest()
+def content_print(item: CatalogItem, config: ContentConfig | None = None) -> int:
+    """A 63-bit fingerprint of exactly what the backend vectorises (TF-IDF: the tokens of the
+    fields it weighs; sentence: the embedded text), so that serving re-vectorises an edited item
+    only when its vector would change (a price or stock edit re-embeds nothing). Never 0
+    (0 = unknown)."""
+    config = config or ContentConfig()
+    if config.backend == "sentence":
+        payload: Any = _embedding_text(item)
+    else:
+        doc = item_document(item, config)
+        payload = {f: sorted(doc[f]) for f in _FIELDS if float(getattr(config.weights, f)) > 0}
+    raw = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
+    digest = hashlib.blake2b(raw, digest_size=8).digest()
     return (int.from_bytes(digest, "little") >> 1) or 1
 
 
-def _prints(items: Sequence[CatalogItem]) -> np.ndarray:
-    return np.fromiter((content_print(i) for i in items), dtype=np.int64, count=len(items))
+def _prints(items: Sequence[CatalogItem], config: ContentConfig) -> np.ndarray:
+    return np.fromiter((content_print(i, config) for i in items), dtype=np.int64, count=len(items))
 
 
 def _dedupe(items: Iterable[CatalogItem]) -> list[CatalogItem]:
@@ -428,7 +431,7 @@ class ContentIndex:
             matrix: sp.csr_matrix | np.ndarray = encoder.encode(unique)
         else:
             encoder, matrix = _TfidfEncoder.fit(unique, config)
-        return cls(config, encoder, ids, matrix, _prints(unique))
+        return cls(config, encoder, ids, matrix, _prints(unique, config))
 
     def edited(self, items: Iterable[CatalogItem]) -> list[CatalogItem]:
         """Those of ``items`` already in the index whose content differs from what their row was
@@ -437,7 +440,7 @@ class ContentIndex:
         out = []
         for item in _dedupe(items):
             at = self._index.get(item.item_id)
-            if at is not None and int(self._prints[at]) != content_print(item):
+            if at is not None and int(self._prints[at]) != content_print(item, self.config):
                 out.append(item)
         return out
 
@@ -458,7 +461,7 @@ class ContentIndex:
         # Stack old rows and fresh rows, then pick each final row's source in one gather.
         source = np.concatenate([np.arange(n_old), n_old + np.flatnonzero(~changed)])
         source[positions[changed]] = n_old + np.flatnonzero(changed)
-        prints = np.concatenate([self._prints, _prints(unique)])[source]
+        prints = np.concatenate([self._prints, _prints(unique, self.config)])[source]
         if isinstance(self._matrix, np.ndarray):
             dense = np.asarray(vectors, dtype=np.float32)
             width = self._matrix.shape[1] if n_old else dense.shape[1]

@@ -133,7 +133,7 @@ class RecommendationService:
             known = bundle.items.lookup
             later = {i: row for i, row in self.store.catalog().items() if i not in known}
             if later:
-                self._apply_rows(state, later)
+                self._apply_rows(state, list(later))
         self._state = state  # one reference assignment: in-flight requests keep the old one
         self._catalog_mark, self._applied_at_mark = mark, set()
         self.refresh_catalog()  # changes committed while the catalog was being read
@@ -159,7 +159,7 @@ class RecommendationService:
         rows = self.store.catalog_changes(mark)
         fresh = [i for i, ts in rows if ts > mark or i not in self._applied_at_mark]
         if fresh:
-            self._apply_rows(state, self.store.catalog(fresh))
+            self._apply_rows(state, fresh)
             self._clear_caches()
         if rows:
             newest = max(ts for _, ts in rows)
@@ -335,20 +335,17 @@ class RecommendationService:
     def catalog_changed(self, item_ids: Sequence[str]) -> None:
         state = self._state
         if state is not None and item_ids:
-            self._apply_rows(state, self.store.catalog(item_ids))
+            self._apply_rows(state, item_ids)
         self._clear_caches()
 
-    def _apply_rows(self, state: ServingState, rows: dict[str, CatalogItem]) -> None:
-        """Apply changed catalog rows. Their content is read with its text (``catalog()`` leaves
-        it out), as training read it: items it appends are vectorised from it, and items whose
-        title, categories, attributes or text changed are re-vectorised, so content retrieval
-        and similar items follow edits without a retraining."""
-        texts = None
-        if state.pipeline is not None and state.pipeline.content is not None:
-            content = [i for i, row in rows.items() if not row.placeholder]
-            if content:
-                texts = self.store.catalog(content, with_text=True)
-        state.apply_catalog(rows, texts)
+    def _apply_rows(self, state: ServingState, item_ids: Sequence[str]) -> None:
+        """Apply changed catalog rows. With content retrieval they are read with their text,
+        as training read them: items it appends are vectorised from it, and items whose
+        vectorised content changed are re-vectorised, so content retrieval and similar items
+        follow edits without a retraining."""
+        with_text = state.pipeline is not None and state.pipeline.content is not None
+        rows = self.store.catalog(item_ids, with_text=with_text)
+        state.apply_catalog(rows, rows if with_text else None)
 
     def ready(self) -> bool:
         """A model is loaded, or there are events for the popularity fallback."""

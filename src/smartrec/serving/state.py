@@ -182,9 +182,10 @@ class ServingState:
                 content = index.upsert(edited + [rows.get(i) or catalog[i] for i in new_ids])
                 if any(content.index_of(i) != self.n_total + k for k, i in enumerate(new_ids)):
                     # The content index and the serving axis disagree: do not extend, but still
-                    # apply availability and the rest to the items already on the axis.
+                    # apply the edits and the rest to the items already on the axis.
                     log.warning("content index out of line with the serving axis; not extended")
-                    new_ids, content = [], None
+                    new_ids = []
+                    content = index.upsert(edited) if edited else None
             n_new = self.n_total + len(new_ids)
             item_ids = self.item_ids + new_ids if new_ids else self.item_ids
             extra = dict(self.extra_index)
@@ -218,7 +219,9 @@ class ServingState:
                     categories[cat][pos] = True
             self.item_ids, self.extra_index = item_ids, extra
             self.available, self.titles, self.categories = available, titles, categories
-            self.published, self.created = published, created
+            # created first: a reader that sees the new ``published`` sees an axis as long.
+            self.created = created
+            self.published = published
             if content is not None and self.pipeline is not None:
                 self.pipeline.content = content
             return new_ids
