@@ -291,6 +291,27 @@ def test_content_print_covers_what_each_backend_reads() -> None:
     assert all(content_print(m, c) > 0 for m in MOVIES for c in (sentence, tfidf))
 
 
+def test_replace_rows_matches_a_full_gather() -> None:
+    from smartrec.pipeline.content import _replace_rows
+
+    rng = np.random.default_rng(7)
+    for n_old, n_fresh in ((0, 3), (1, 1), (30, 5), (30, 30), (200, 17)):
+        f32 = np.float32
+        old = sp.random(n_old, 40, density=0.2, format="csr", random_state=rng, dtype=f32)
+        fresh = sp.random(n_fresh, 40, density=0.3, format="csr", random_state=rng, dtype=f32)
+        k = min(n_old, int(rng.integers(0, n_fresh + 1)))
+        positions = np.full(n_fresh, -1, dtype=np.int64)
+        slots = rng.permutation(n_fresh)[:k]
+        positions[slots] = rng.choice(n_old, k, replace=False) if k else []
+        got = _replace_rows(old, fresh, positions)
+        expected = np.vstack([old.toarray(), fresh.toarray()[positions < 0]])
+        for j in np.flatnonzero(positions >= 0):
+            expected[positions[j]] = fresh.toarray()[j]
+        np.testing.assert_array_equal(got.toarray(), expected)
+        assert got.has_sorted_indices and got.dtype == np.float32
+        got.check_format(full_check=True)
+
+
 def test_upsert_mixed_batch_and_duplicates(index: ContentIndex) -> None:
     batch = [
         item("new1", "Lion Tamer", ["Musical"]),

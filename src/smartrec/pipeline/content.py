@@ -375,6 +375,45 @@ def _prints(items: Sequence[CatalogItem], config: ContentConfig) -> np.ndarray:
     return np.fromiter((content_print(i, config) for i in items), dtype=np.int64, count=len(items))
 
 
+def _replace_rows(old: sp.csr_matrix, fresh: sp.csr_matrix, positions: np.ndarray) -> sp.csr_matrix:
+    """``old`` with row ``positions[j]`` replaced by ``fresh[j]`` (``positions[j] < 0``: appended,
+    in order). Copies the untouched rows as a few contiguous slices rather than gathering every
+    row: an edit of one item of a million-row index costs a memory copy, not a re-index."""
+    n_old = old.shape[0]
+    replace = np.flatnonzero(positions >= 0)
+    replace = replace[np.argsort(positions[replace], kind="stable")]
+    append = np.flatnonzero(positions < 0)
+    data: list[np.ndarray] = []
+    indices: list[np.ndarray] = []
+    lengths = np.diff(old.indptr).astype(np.int64)
+    start = 0
+    for j in replace.tolist():
+        p = int(positions[j])
+        lo, hi = old.indptr[start], old.indptr[p]
+        data += [old.data[lo:hi], fresh.data[fresh.indptr[j] : fresh.indptr[j + 1]]]
+        indices += [old.indices[lo:hi], fresh.indices[fresh.indptr[j] : fresh.indptr[j + 1]]]
+        lengths[p] = fresh.indptr[j + 1] - fresh.indptr[j]
+        start = p + 1
+    data.append(old.data[old.indptr[start] :])
+    indices.append(old.indices[old.indptr[start] :])
+    for j in append.tolist():
+        data.append(fresh.data[fresh.indptr[j] : fresh.indptr[j + 1]])
+        indices.append(fresh.indices[fresh.indptr[j] : fresh.indptr[j + 1]])
+    lengths = np.concatenate([lengths, np.diff(fresh.indptr)[append].astype(np.int64)])
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    width = old.shape[1] if n_old else fresh.shape[1]
+    matrix = sp.csr_matrix(
+        (
+            np.concatenate(data).astype(np.float32, copy=False),
+            np.concatenate(indices).astype(np.int32 if width < 2**31 else np.int64, copy=False),
+            indptr,
+        ),
+        shape=(n_old + len(append), width),
+    )
+    matrix.has_sorted_indices = True  # each row came sorted from ``old`` or ``fresh``
+    return matrix
+
+
 def _dedupe(items: Iterable[CatalogItem]) -> list[CatalogItem]:
     """The last version of each item wins, in first-seen order."""
     latest: dict[str, CatalogItem] = {}
@@ -394,7 +433,10 @@ class ContentIndex:
         ids: list[str],
         matrix: sp.csr_matrix | np.ndarray,
         prints: np.ndarray | None = None,
+        lookup: dict[str, int] | None = None,
     ) -> None:
+        """``lookup``: the id -> row map when the caller has it (``upsert`` grows the old one:
+        rebuilding it is most of an edit's cost at a million items); never mutated after."""
         if matrix.shape[0] != len(ids):
             raise ModelError(f"{matrix.shape[0]} vectors for {len(ids)} ids")
         #: Per row, the fingerprint of the content it was vectorised from (0: unknown, an index
@@ -408,7 +450,9 @@ class ContentIndex:
         self.config = config
         self._encoder = encoder
         self._ids = tuple(ids)
-        self._index = {item_id: i for i, item_id in enumerate(ids)}
+        self._index = (
+            lookup if lookup is not None else {item_id: i for i, item_id in enumerate(ids)}
+        )
         if len(self._index) != len(ids):
             raise ModelError("duplicate item ids in a content index")
         if isinstance(matrix, np.ndarray):
@@ -456,8 +500,13 @@ class ContentIndex:
         vectors = self._encoder.encode(unique)
         positions = np.array([self._index.get(it.item_id, -1) for it in unique], dtype=np.int64)
         changed = positions >= 0
-        ids = list(self._ids) + [it.item_id for it, c in zip(unique, changed, strict=True) if not c]
+        added = [it.item_id for it, c in zip(unique, changed, strict=True) if not c]
+        ids = list(self._ids) + added
         n_old = len(self._ids)
+        lookup = self._index
+        if added:
+            lookup = dict(lookup)
+            lookup.update(zip(added, range(n_old, n_old + len(added)), strict=True))
         # Stack old rows and fresh rows, then pick each final row's source in one gather.
         source = np.concatenate([np.arange(n_old), n_old + np.flatnonzero(~changed)])
         source[positions[changed]] = n_old + np.flatnonzero(changed)
@@ -470,10 +519,10 @@ class ContentIndex:
             old = np.asarray(self._matrix, dtype=np.float32).reshape(n_old, width)
             matrix: sp.csr_matrix | np.ndarray = np.vstack([old, dense])[source]
         else:
-            stacked = sp.vstack([self._matrix, sp.csr_matrix(vectors)], format="csr")
-            matrix = sp.csr_matrix(stacked[source] if changed.any() else stacked, dtype=np.float32)
-            matrix.sort_indices()
-        return ContentIndex(self.config, self._encoder, ids, matrix, prints)
+            fresh = sp.csr_matrix(vectors, dtype=np.float32)
+            fresh.sort_indices()
+            matrix = _replace_rows(sp.csr_matrix(self._matrix), fresh, positions)
+        return ContentIndex(self.config, self._encoder, ids, matrix, prints, lookup)
 
     # ------------------------------------------------------------------------- reading
     @property
