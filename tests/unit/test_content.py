@@ -312,6 +312,26 @@ def test_replace_rows_matches_a_full_gather() -> None:
         got.check_format(full_check=True)
 
 
+def test_dense_upsert_replaces_in_place_and_appends_in_order() -> None:
+    """The dense (sentence) layout without the model: a stand-in encoder gives fixed vectors."""
+
+    class Fixed:
+        def encode(self, items: list[CatalogItem]) -> np.ndarray:
+            return np.array([[float(len(i.title or "")), 1.0] for i in items], dtype=np.float32)
+
+    config = ContentConfig(backend="sentence")
+    old = np.arange(8, dtype=np.float32).reshape(4, 2)
+    idx = ContentIndex(config, Fixed(), ["a", "b", "c", "d"], old)  # type: ignore[arg-type]
+    batch = [item("n1", "xx", []), item("c", "xxxxx", []), item("n2", "x", []), item("a", "", [])]
+    grown = idx.upsert(batch)
+    assert grown.ids == ("a", "b", "c", "d", "n1", "n2")
+    np.testing.assert_array_equal(
+        np.asarray(grown.matrix), [[0, 1], [2, 3], [5, 1], [6, 7], [2, 1], [1, 1]]
+    )
+    np.testing.assert_array_equal(np.asarray(idx.matrix), old)  # the old index is untouched
+    assert grown.edited(batch) == [] and [i.item_id for i in idx.edited(batch)] == ["c", "a"]
+
+
 def test_upsert_mixed_batch_and_duplicates(index: ContentIndex) -> None:
     batch = [
         item("new1", "Lion Tamer", ["Musical"]),

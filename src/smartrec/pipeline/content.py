@@ -507,17 +507,19 @@ class ContentIndex:
         if added:
             lookup = dict(lookup)
             lookup.update(zip(added, range(n_old, n_old + len(added)), strict=True))
-        # Stack old rows and fresh rows, then pick each final row's source in one gather.
-        source = np.concatenate([np.arange(n_old), n_old + np.flatnonzero(~changed)])
-        source[positions[changed]] = n_old + np.flatnonzero(changed)
-        prints = np.concatenate([self._prints, _prints(unique, self.config)])[source]
+        # Old rows and appended ones, then the edited rows in place (as for the vectors).
+        fresh_prints = _prints(unique, self.config)
+        prints = np.concatenate([self._prints, fresh_prints[~changed]])
+        prints[positions[changed]] = fresh_prints[changed]
         if isinstance(self._matrix, np.ndarray):
             dense = np.asarray(vectors, dtype=np.float32)
             width = self._matrix.shape[1] if n_old else dense.shape[1]
             if dense.shape[1] != width:  # nothing to embed: zero rows of the index's width
                 dense = np.zeros((len(unique), width), dtype=np.float32)
             old = np.asarray(self._matrix, dtype=np.float32).reshape(n_old, width)
-            matrix: sp.csr_matrix | np.ndarray = np.vstack([old, dense])[source]
+            # One copy: the old rows and the appended ones, then the edited rows in place.
+            matrix: sp.csr_matrix | np.ndarray = np.concatenate([old, dense[~changed]])
+            matrix[positions[changed]] = dense[changed]
         else:
             fresh = sp.csr_matrix(vectors, dtype=np.float32)
             fresh.sort_indices()

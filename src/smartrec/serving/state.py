@@ -157,8 +157,8 @@ class ServingState:
         """Update availability, titles, dates and category masks (copy-on-write); items the
         model has not seen are appended when the pipeline can reach them (content retrieval).
         ``texts``: the same rows with their text; items of it already on the content axis whose
-        title, categories, attributes or text changed are re-vectorised too. Returns the ids
-        appended."""
+        vectorised content changed (``ContentIndex.edited``) are re-vectorised too. Returns the
+        ids appended."""
         with self._lock:
             lookup = self.items.lookup
             can_extend = self.pipeline is not None and self.pipeline.content is not None
