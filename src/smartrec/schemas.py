@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -143,6 +143,10 @@ class RecommendedItem(BaseModel):
     item_id: str
     score: float
     reasons: list[dict[str, Any]] = Field(default_factory=list)
+    #: Present only when the request asked for them (``fields=title,categories,attributes``).
+    title: str | None = None
+    categories: list[str] | None = None
+    attributes: dict[str, Any] | None = None
 
 
 class RecommendationsOut(BaseModel):
@@ -185,3 +189,94 @@ class TrainingJobOut(BaseModel):
     created_at: int | None = None
     started_at: int | None = None
     finished_at: int | None = None
+
+
+# --------------------------------------------------------------------------- read-back
+#: Item fields an answer that lists items may carry (``fields=title,categories,attributes``).
+ITEM_FIELDS = ("title", "categories", "attributes")
+
+
+class ItemOut(BaseModel):
+    """An item as stored. Times are ISO 8601 UTC."""
+
+    item_id: str
+    title: str | None = None
+    categories: list[str] = Field(default_factory=list)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    text: str | None = None
+    available: bool = True
+    published_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class ItemsPage(BaseModel):
+    items: list[ItemOut]
+    #: Pass as ``cursor`` for the next page; absent on the last page.
+    next_cursor: str | None = None
+
+
+class ItemDeleted(BaseModel):
+    item_id: str
+    deleted: bool = True
+
+
+class UserOut(BaseModel):
+    user_id: str
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    #: Events stored for this user.
+    events: int = 0
+
+
+class UserErased(BaseModel):
+    user_id: str
+    #: Events of the user deleted from the event log.
+    erased_events: int
+    #: Whether a user row (``POST /v1/users``) existed.
+    user_deleted: bool
+
+
+class EventOut(BaseModel):
+    event_id: str
+    user_id: str
+    item_id: str
+    type: str
+    value: float | None = None
+    timestamp: datetime
+
+
+class EventsPage(BaseModel):
+    events: list[EventOut]
+    next_cursor: str | None = None
+
+
+# --------------------------------------------------------------------------- API keys
+Scope = Literal["read", "ingest", "admin"]
+SCOPES: tuple[str, ...] = ("read", "ingest", "admin")
+
+
+class KeyIn(_Strict):
+    scopes: list[Scope] = Field(min_length=1)
+    name: Annotated[str, Field(max_length=200), AfterValidator(_no_nul)] | None = None
+
+
+class KeyOut(BaseModel):
+    """An API key as listed: never the token, which is shown once, at creation."""
+
+    key_id: str
+    name: str | None = None
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class KeyCreated(KeyOut):
+    #: The bearer token. Shown once: only its hash is stored.
+    token: str
+
+
+class KeysOut(BaseModel):
+    keys: list[KeyOut]
