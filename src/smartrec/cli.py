@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -24,9 +23,36 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(
+    help="API keys: create (the token is printed once), list, revoke.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
 # Pipes and CI logs get a fixed, readable width instead of rich's 80-column fallback.
 console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"smartrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            help="Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    pass
+
 
 ConfigOpt = Annotated[
     Path | None,
@@ -38,12 +64,10 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
     return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _logging(level: str = "INFO", fmt: str = "text") -> None:
+    from smartrec.logs import configure
+
+    configure(level, fmt)
 
 
 @app.command()
@@ -65,14 +89,17 @@ def serve(
     import uvicorn
 
     from smartrec.api import create_app
+    from smartrec.logs import UVICORN_LOG_CONFIG
 
     settings = _settings(config, host=host, port=port, workers=workers)
-    _logging(settings.log_level)
+    _logging(settings.log_level, settings.log_format)
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
-        "access_log": settings.log_level == "debug",
+        "log_config": UVICORN_LOG_CONFIG,
+        # smartrec's access log (SMARTREC_ACCESS_LOG) carries the model version and key.
+        "access_log": False,
     }
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)
@@ -330,7 +357,8 @@ def demo(
                 "stop what runs there or pass --port"
             )
             raise typer.Exit(1)
-    print_where_to_look(console, settings.host, settings.port)
+    token = _demo_key(runtime)
+    print_where_to_look(console, settings.host, settings.port, token, settings.auth_required)
     _logging("WARNING")
     uvicorn.run(
         create_app(settings, runtime=runtime),
@@ -338,6 +366,99 @@ def demo(
         port=settings.port,
         log_level="warning",
     )
+
+
+def _keys(config: Path | None) -> Any:
+    from smartrec.keys import ApiKeys
+    from smartrec.storage.sql import SqlStore
+    from smartrec.storage.sql.keys import SqlKeyStore
+
+    settings = _settings(config)
+    settings.ensure_home()
+    store = SqlStore(settings.resolved_database_url)
+    store.migrate()
+    return ApiKeys(SqlKeyStore(store))
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[
+        str, typer.Option("--scope", "-s", help="Comma-separated: read, ingest, admin.")
+    ],
+    name: Annotated[str | None, typer.Option(help="A label, e.g. the client's name.")] = None,
+    rate_limit: Annotated[
+        float | None,
+        typer.Option(
+            help="Requests per second for this key (default: SMARTREC_RATE_LIMIT_PER_KEY)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a key and print its token once (only a hash of it is stored)."""
+    key, token = _keys(config).create(scope, name, rate_limit)
+    if as_json:
+        print(json.dumps({**key.as_dict(), "token": token}))
+        return
+    console.print(
+        f"key {key.key_id} ({', '.join(sorted(key.scopes))}) created. Its token, shown once:"
+    )
+    print(token)
+    console.print("[dim]send it as 'Authorization: Bearer <token>'[/]")
+
+
+@keys_app.command("list")
+def keys_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """List keys (never their tokens)."""
+    keys = _keys(config).list()
+    if as_json:
+        print(json.dumps([k.as_dict() for k in keys]))
+        return
+    table = Table(title="API keys")
+    for h in ("key id", "name", "scopes", "rate limit", "created", "revoked"):
+        table.add_column(h)
+    for k in keys:
+        d = k.as_dict()
+        table.add_row(
+            k.key_id,
+            k.name or "",
+            ",".join(d["scopes"]),
+            "" if k.rate_limit is None else f"{k.rate_limit:g}/s",
+            _when(k.created_at),
+            _when(k.revoked_at),
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id (`smartrec keys list`).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Revoke a key: refused at once by servers that have not cached it, by the others within
+    SMARTREC_AUTH_CACHE_TTL_S."""
+    _keys(config).revoke(key_id)
+    console.print(f"key {key_id} revoked")
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _demo_key(runtime: Any) -> str:
+    """A fresh all-scope key named "demo" (the previous demo keys are revoked)."""
+    for key in runtime.keys.list():
+        if key.name == "demo" and key.active:
+            runtime.keys.revoke(key.key_id)
+    _, token = runtime.keys.create("read,ingest,admin", name="demo")
+    return str(token)
 
 
 @db_app.command("upgrade")

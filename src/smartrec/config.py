@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -135,6 +136,57 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    #: ``text`` for people, ``json`` for log collectors (one JSON object per line), for every
+    #: log line, the access log included.
+    log_format: Literal["text", "json"] = "text"
+    #: One log line per request: method, path, status, duration, model version.
+    access_log: bool = True
+
+    #: API keys. ``auto``: required unless ``host`` is a loopback address; ``required``;
+    #: ``off`` (on a non-loopback address only when set explicitly, and logged as a warning).
+    #: With keys required the server refuses to start while no key exists (``smartrec keys
+    #: create``).
+    auth: Literal["auto", "required", "off"] = "auto"
+    #: Seconds a verified key stays cached in a process: a key revoked through another replica
+    #: stops working here within this time (at once on the replica that revoked it).
+    auth_cache_ttl_s: float = Field(default=10.0, gt=0)
+    #: Requests per second per API key (a token bucket in each process); 0 = no limit. A key
+    #: created with its own limit (``smartrec keys create --rate-limit``) uses that instead.
+    rate_limit_per_key: float = Field(default=0.0, ge=0)
+    #: Requests a key may send in a burst above its rate (the bucket's size); 0 = twice the
+    #: rate, at least 1.
+    rate_limit_burst: int = Field(default=0, ge=0)
+    #: Browser origins allowed to call the API (CORS), comma-separated or a JSON list, e.g.
+    #: ``https://shop.example``; ``*`` allows any. Empty: no CORS headers.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [o.strip() for o in text.split(",") if o.strip()]
+        return value
+
+    @property
+    def loopback(self) -> bool:
+        """Bound to a loopback address only (127.0.0.0/8, ::1, localhost)."""
+        import ipaddress
+
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def auth_required(self) -> bool:
+        return self.auth == "required" or (self.auth == "auto" and not self.loopback)
 
     @field_validator("selection_metric")
     @classmethod

@@ -135,8 +135,17 @@ def run_demo(
     console.print(f"\ndemo ready in {time.perf_counter() - started:.1f}s")
 
 
-def print_where_to_look(console: Console, host: str, port: int) -> None:
+def print_where_to_look(
+    console: Console, host: str, port: int, token: str | None = None, required: bool = False
+) -> None:
     base = f"http://{host}:{port}"
+    if token:
+        state = "required" if required else f"off on {host} (SMARTREC_AUTH=required turns it on)"
+        console.print(
+            f"\nAPI key created for this demo (all scopes), shown once; auth is {state}:\n"
+            f"  export SMARTREC_API_KEY={token}\n"
+            '  curl -H "Authorization: Bearer $SMARTREC_API_KEY" ...'
+        )
     console.print(
         f"\n[bold green]serving on {base}[/]\n"
         f"  API docs:         {base}/docs\n"

@@ -62,3 +62,18 @@ class NotReady(SmartrecError):
 class DatasetError(SmartrecError):
     status = 422
     title = "Dataset error"
+
+
+class Unauthorized(SmartrecError):
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(SmartrecError):
+    status = 403
+    title = "Forbidden"
+
+
+class UnsupportedMediaType(SmartrecError):
+    status = 415
+    title = "Unsupported media type"

@@ -74,6 +74,16 @@ class Ingestor:
             for i, e in enumerate(events)
             if not self.weights.known(e.type)
         ]
+        errors += [
+            FieldError(
+                i,
+                "value",
+                f"a {e.type!r} event needs a value (its weight is scaled by it, e.g. the "
+                "rating given)",
+            )
+            for i, e in enumerate(events)
+            if e.value is None and e.type in self.weights.value_types
+        ]
         now = int(time.time() * 1000) if now_ms is None else now_ms
         latest = now + self.max_future_skew_ms
         errors += [

@@ -258,8 +258,10 @@ SCOPES: tuple[str, ...] = ("read", "ingest", "admin")
 
 
 class KeyIn(_Strict):
-    scopes: list[Scope] = Field(min_length=1)
+    scopes: list[Scope] = Field(min_length=1, max_length=3)
     name: Annotated[str, Field(max_length=200), AfterValidator(_no_nul)] | None = None
+    #: Requests per second for this key (token bucket); absent = SMARTREC_RATE_LIMIT_PER_KEY.
+    rate_limit: float | None = Field(default=None, gt=0, le=1_000_000)
 
 
 class KeyOut(BaseModel):
@@ -268,9 +270,9 @@ class KeyOut(BaseModel):
     key_id: str
     name: str | None = None
     scopes: list[str]
+    rate_limit: float | None = None
     created_at: datetime
     revoked_at: datetime | None = None
-    last_used_at: datetime | None = None
 
 
 class KeyCreated(KeyOut):

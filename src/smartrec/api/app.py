@@ -4,17 +4,27 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from smartrec import __version__
-from smartrec.api import problems
+from smartrec.api import docs, problems
+from smartrec.api.accesslog import AccessLog
+from smartrec.api.auth import AuthMiddleware
 from smartrec.api.fastlane import FeedLane
 from smartrec.api.metrics import Metrics
 from smartrec.api.middleware import BodyLimit, MetricsMiddleware
-from smartrec.api.routers import health, ingest, models, recommendations, training
+from smartrec.api.routers import catalog, health, ingest, keys, models, recommendations, training
 from smartrec.api.runtime import Runtime
 from smartrec.config import Settings
+
+DESCRIPTION = """Self-hostable smart recommendation engine.
+
+Errors are RFC 9457 problems (`application/problem+json`). Routes need an API key with the
+scope their tag says (`Authorization: Bearer <token>`), unless the server runs with auth off
+(the default on a loopback address): `read` for recommendations and read-back, `ingest` for
+items, users and events, `admin` for training, models, deletions and keys."""
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -37,22 +47,83 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app = FastAPI(
         title="smartrec",
         version=__version__,
-        description="Self-hostable smart recommendation engine. Errors are RFC 9457 problems.",
+        description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from the package's own assets below (no CDN)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     problems.install(app)
-    for router in (ingest.router, recommendations.router, training.router, models.router):
+    # Order matters: the recommendation routes (``/items/{id}/similar``) before the catalogue's
+    # ``/items/{id}``, whose path converter would take "50/similar" as an id.
+    for router in (
+        ingest.router,
+        recommendations.router,
+        catalog.router,
+        training.router,
+        models.router,
+        keys.router,
+    ):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)
+    docs.install(app)
+    app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     if settings.feeds_enabled and settings.feed_lane:
         route = next(
             r
             for r in recommendations.router.routes
             if getattr(r, "path", None) == recommendations.USER_RECOMMENDATIONS
         )
-        app.add_middleware(FeedLane, route=route)  # innermost: metrics and body limit wrap it
+        app.add_middleware(FeedLane, route=route)  # innermost: auth, metrics and limits wrap it
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        AuthMiddleware,
+        required=settings.auth_required,
+        default_rate=settings.rate_limit_per_key,
+        burst=settings.rate_limit_burst,
+    )
+    if settings.access_log:
+        app.add_middleware(AccessLog)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        # Outermost: preflights need no key, and 401/429 answers carry the CORS headers.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After", "Location"],
+            max_age=600,
+        )
     return app
+
+
+def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """FastAPI's document, plus what the server enforces from its settings (``n`` up to
+    ``SMARTREC_MAX_N``) and the problem schema every error answer uses."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    doc = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = doc.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = problems.Problem.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    for sub, schema in components["Problem"].pop("$defs", {}).items():
+        components.setdefault(sub, schema)
+    for path in doc.get("paths", {}).values():
+        for operation in path.values():
+            for param in operation.get("parameters", []):
+                if param.get("name") == "n" and param.get("in") == "query":
+                    param["schema"]["maximum"] = settings.max_n
+    session = components.get("SessionIn", {}).get("properties", {}).get("n")
+    if session is not None:
+        session["maximum"] = settings.max_n
+    app.openapi_schema = doc
+    return doc

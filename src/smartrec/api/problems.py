@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from smartrec.errors import SmartrecError
@@ -17,8 +18,65 @@ log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 
 
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+    #: The row of a batch the error is in.
+    index: int | None = None
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: every error answer of the API."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldProblem] | None = None
+
+
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "No API key, or an unknown or revoked one",
+    403: "The API key lacks the scope this endpoint needs",
+    404: "Not found",
+    405: "Method not allowed (the Allow header lists the allowed ones)",
+    409: "Conflict",
+    413: "The body or the batch is over the limit",
+    415: "The body is not JSON",
+    422: "Invalid request: the problem names each bad field (and row)",
+    429: "The API key's rate limit is reached: retry after Retry-After seconds",
+    500: "Internal error (logged)",
+    503: "Not ready, or a backend is down: retry later",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
+
+
+def problem_response(status: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "description": _DESCRIPTIONS.get(status, "Error"),
+        "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+    if status in (429, 503):
+        entry["headers"] = _RETRY_AFTER
+    return entry
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route's problem answers (the document declares them all)."""
+    return {status: problem_response(status) for status in statuses}
+
+
 def problem(
-    status: int, title: str, detail: str, request: Request | None = None, **extra: Any
+    status: int,
+    title: str,
+    detail: str,
+    request: Request | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": f"https://smartrec.dev/problems/{title.lower().replace(' ', '-')}",
@@ -29,7 +87,7 @@ def problem(
     if request is not None:
         body["instance"] = request.url.path
     body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 def _location(loc: tuple[Any, ...]) -> tuple[int | None, str]:
@@ -40,6 +98,18 @@ def _location(loc: tuple[Any, ...]) -> tuple[int | None, str]:
     for p in parts:
         text += f"[{p}]" if isinstance(p, int) else (f".{p}" if text else str(p))
     return index, text or ".".join(str(p) for p in loc)
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route takes on this path (Starlette names only the first route's)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "\x00"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 def install(app: FastAPI) -> None:
@@ -86,7 +156,15 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route for {request.method} {request.url.path}"
-        return problem(exc.status_code, titles.get(exc.status_code, "Error"), detail, request)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            allow = _allowed(request)
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+            headers["Allow"] = allow
+            detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allow}"
+        return problem(
+            exc.status_code, titles.get(exc.status_code, "Error"), detail, request, headers=headers
+        )
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

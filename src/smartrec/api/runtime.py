@@ -8,10 +8,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from smartrec.config import Settings
+from smartrec.errors import ConfigError
 from smartrec.ingest import Ingestor
+from smartrec.keys import ApiKeys
 from smartrec.registry import ModelRegistry
 from smartrec.serving import RecommendationService
 from smartrec.storage.sql import SqlStore
+from smartrec.storage.sql.keys import SqlKeyStore
+from smartrec.storage.sql.records import RecordStore
 from smartrec.training import JobRunner, Trainer, TrainResult
 from smartrec.training.jobs import STALE_REASON
 
@@ -27,6 +31,8 @@ class Runtime:
     service: RecommendationService
     trainer: Trainer
     jobs: JobRunner
+    keys: ApiKeys
+    records: RecordStore
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -46,7 +52,10 @@ class Runtime:
         jobs = JobRunner(
             trainer, store, on_success=after_training, stale_after_s=settings.job_stale_after_s
         )
-        return cls(settings, store, registry, ingestor, service, trainer, jobs)
+        keys = ApiKeys(SqlKeyStore(store), ttl_s=settings.auth_cache_ttl_s)
+        return cls(
+            settings, store, registry, ingestor, service, trainer, jobs, keys, RecordStore(store)
+        )
 
     def start(self) -> None:
         """Migrate, recover, load the champion, watch the registry.
@@ -56,6 +65,7 @@ class Runtime:
         """
         with startup_lock(self.settings, self.store):
             self.store.migrate()
+            self.check_auth()
             if self.settings.load_model_on_start:
                 try:
                     self.service.reload()
@@ -67,6 +77,24 @@ class Runtime:
             if failed:
                 log.warning("marked %d interrupted training job(s) as failed", failed)
         self.service.start()
+
+    def check_auth(self) -> None:
+        """Refuse to serve with keys required and none to use; warn when auth is off on an
+        address others can reach."""
+        settings = self.settings
+        if settings.auth_required and self.keys.count_active() == 0:
+            where = "" if settings.auth == "required" else f" on {settings.host} (not loopback)"
+            raise ConfigError(
+                f"API keys are required{where} and none exists: create one with "
+                "`smartrec keys create --scope read,ingest,admin`, or set SMARTREC_AUTH=off "
+                "to serve without authentication"
+            )
+        if settings.auth == "off" and not settings.loopback:
+            log.warning(
+                "SMARTREC_AUTH=off on %s: anyone who reaches this address can ingest, train, "
+                "promote and delete",
+                settings.host,
+            )
 
     def stop(self) -> None:
         self.service.stop()

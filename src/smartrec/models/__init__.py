@@ -31,8 +31,40 @@ def get_algorithm(name: str) -> type[Recommender]:
     return klass
 
 
+def check_params(name: str, params: dict[str, object]) -> list[tuple[str, str]]:
+    """(parameter, problem) for each parameter ``name`` would refuse or misread, without
+    fitting: unknown names, and values of another type than the default's (a string where a
+    number is expected, a fraction where a count is, a non-finite number)."""
+    import math
+
+    defaults = get_algorithm(name).default_params()
+    problems: list[tuple[str, str]] = []
+    for key, value in params.items():
+        if key not in defaults:
+            known = ", ".join(sorted(defaults)) or "none"
+            problems.append((key, f"{name} has no parameter {key!r}; its parameters: {known}"))
+            continue
+        default = defaults[key]
+        if default is None or isinstance(default, str):
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = ok and math.isfinite(float(value))  # type: ignore[arg-type]
+        else:
+            ok = True
+        if not ok:
+            problems.append(
+                (key, f"{name}.{key} must be a {type(default).__name__} (got {value!r})")
+            )
+    return problems
+
+
 def create(name: str, **params: object) -> Recommender:
     return get_algorithm(name)(**params)
 
 
-__all__ = ["Recommender", "algorithm_names", "create", "get_algorithm", "top_n"]
+__all__ = ["Recommender", "algorithm_names", "check_params", "create", "get_algorithm", "top_n"]

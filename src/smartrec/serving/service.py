@@ -99,6 +99,8 @@ class RecommendationService:
         self.last_reload_error: str | None = None
         self._feeds = FeedCache(settings.feed_entries, settings.feed_max_age_s)
         self._feeds_on = settings.feeds_enabled
+        #: Users erased since the served model was trained: it must not use their vectors.
+        self._erased: set[str] = set()
         self._feed_hits = 0
         self._feed_misses = 0
         self._event_mark: int | None = None  # newest events.received_at polled
@@ -234,6 +236,19 @@ class RecommendationService:
         """Events of these users were stored by this process: their feeds are stale now."""
         for user_id in set(user_ids):
             self._feeds.invalidate(user_id)
+
+    def user_erased(self, user_id: str) -> None:
+        """The user and their events were erased: drop what this process keeps of them, and
+        stop using the served model's learned vector of the user (the next training has none)."""
+        self._erased.add(user_id)
+        self._feeds.invalidate(user_id)
+        self._user_cache.clear()
+
+    def _model_user(self, state: ServingState, user_id: str) -> int:
+        """The user's row in the served model (-1: none, or erased since it was trained)."""
+        if self._erased and user_id in self._erased:
+            return -1
+        return state.users.get(user_id)
 
     def poll_events(self) -> int:
         """Drop the feeds of users with events stored since the last poll, by any process.
@@ -431,7 +446,7 @@ class RecommendationService:
         if exclude_seen and len(history) >= HISTORY_LIMIT:
             # Scoring looks at the newest events only, but "seen" means ever seen.
             seen_row = state.items_row(self.store.user_items(user_id))
-        uidx = state.users.get(user_id)
+        uidx = self._model_user(state, user_id)
         allowed = state.allowed(category)[: state.n_model]
         exclude = seen_row if exclude_seen else negative_row(conf, seen_row)
         recs: list[Recommendation] = []
@@ -619,7 +634,7 @@ class RecommendationService:
             blocked.append(self._shown_positions(state, shown))
         query = UserQuery(
             conf=conf,
-            user=state.users.get(user_id),
+            user=self._model_user(state, user_id),
             recent=positive_first(hist_idx, conf),
             exclude=np.unique(np.concatenate(blocked)),
             now=time.time(),
@@ -1213,7 +1228,7 @@ class RecommendationService:
         if state.pipeline is not None:
             return self._rank_pipeline(state, user_id, history, ordered)
         conf, _, _ = state.user_rows(history)
-        uidx = state.users.get(user_id)
+        uidx = self._model_user(state, user_id)
         idx = state.items.index(ordered)
         if conf.nnz > 0 or uidx >= 0:
             scores = state.bundle.model.score(conf, np.array([uidx]))[0]
@@ -1243,7 +1258,7 @@ class RecommendationService:
         conf, _, hist_idx = state.user_rows(history)
         query = UserQuery(
             conf=conf,
-            user=state.users.get(user_id),
+            user=self._model_user(state, user_id),
             recent=positive_first(hist_idx, conf),
             exclude=np.zeros(0, dtype=np.int64),
             now=time.time(),

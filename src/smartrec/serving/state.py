@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 WINDOW_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_WINDOW_S = 100 * 365 * 86400
+#: The windows an HTTP request may name (whole units, under 100 years whatever the unit): the
+#: OpenAPI document states exactly what the server takes.
+WINDOW_PATTERN = (
+    r"^([1-9][0-9]{0,8}s|[1-9][0-9]{0,6}m|[1-9][0-9]{0,4}h|[1-9][0-9]{0,3}d|[1-9][0-9]{0,2}w)$"
+)
 DEFAULT_HIDDEN_ATTRIBUTE = "hidden"
 
 

@@ -80,17 +80,53 @@ class JobRunner:
 
     def _run(self, job_id: str, request: dict[str, Any]) -> None:
         self.store.update_job(job_id, status="running", started_at=now_ms())
+        models = request.get("pipeline")
+        log.info(
+            "training job %s started: %s",
+            job_id,
+            "models " + ", ".join(models) if models else "the configured models",
+            extra={"job_id": job_id, "job_event": "started"},
+        )
         try:
-            result = self.trainer.run(
-                models=request.get("pipeline"), tune_budget_s=request.get("tune_budget_s")
-            )
+            result = self.trainer.run(models=models, tune_budget_s=request.get("tune_budget_s"))
         except Exception as exc:
             expected = isinstance(exc, SmartrecError)
             message = str(exc) if expected else f"{type(exc).__name__}: {exc}"
             if not expected:
                 log.error("training job %s crashed:\n%s", job_id, traceback.format_exc())
+            log.warning(
+                "training job %s failed: %s",
+                job_id,
+                message,
+                extra={"job_id": job_id, "job_event": "failed", "error": message},
+            )
             self.store.update_job(job_id, status="failed", error=message, finished_at=now_ms())
             return
+        metric = self.trainer.settings.selection_metric
+        decision = (
+            "promoted to champion"
+            if result.promoted
+            else f"not promoted (champion {result.champion_before} stays)"
+        )
+        log.info(
+            "training job %s succeeded: version %s (%s) %s=%.4f, %s; candidates: %s",
+            job_id,
+            result.model_version,
+            result.algorithm,
+            metric,
+            result.metrics.get(metric, float("nan")),
+            decision,
+            ", ".join(
+                f"{name} {scores.get(metric, float('nan')):.4f}"
+                for name, scores in result.candidates.items()
+            ),
+            extra={
+                "job_id": job_id,
+                "job_event": "succeeded",
+                "model_version": result.model_version,
+                "promoted": result.promoted,
+            },
+        )
         # Swap this process to the new champion before reporting success, so that a client who
         # sees "succeeded" is already served by the new version.
         if self.on_success is not None:

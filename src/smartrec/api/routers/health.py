@@ -8,9 +8,11 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from smartrec.api.deps import MetricsDep, RuntimeDep
-from smartrec.api.problems import problem
+from smartrec.api.problems import problem, responses
+from smartrec.api.strict import StrictRoute
 
-router = APIRouter(tags=["health"])
+#: Public: the load balancer's probes and the scraper need no key.
+router = APIRouter(tags=["health"], route_class=StrictRoute, responses=responses(422))
 
 
 @router.get("/healthz")
@@ -18,7 +20,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
+@router.get("/readyz", response_model=None, responses=responses(503))
 def readyz(rt: RuntimeDep) -> Any:
     if not rt.store.ping():
         return problem(503, "Service not ready", "the database does not answer")

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from smartrec.api.auth import INGEST
 from smartrec.api.deps import MetricsDep, RuntimeDep
+from smartrec.api.problems import responses
+from smartrec.api.strict import StrictRoute
 from smartrec.schemas import EventsIn, EventsOut, ItemsIn, UpsertOut, UsersIn
 
-router = APIRouter(tags=["ingest"])
+router = APIRouter(
+    tags=["ingest"],
+    route_class=StrictRoute,
+    dependencies=[INGEST],
+    responses=responses(401, 403, 413, 415, 422, 429),
+)
 
 
 @router.post("/items", response_model=UpsertOut)

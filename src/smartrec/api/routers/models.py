@@ -6,10 +6,18 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from smartrec.api.auth import ADMIN
 from smartrec.api.deps import RuntimeDep
+from smartrec.api.problems import responses
+from smartrec.api.strict import StrictRoute
 from smartrec.registry.mlflow_registry import CHAMPION
 
-router = APIRouter(tags=["models"])
+router = APIRouter(
+    tags=["models"],
+    route_class=StrictRoute,
+    dependencies=[ADMIN],
+    responses=responses(401, 403, 422, 429),
+)
 
 
 @router.get("/models")
@@ -22,7 +30,7 @@ def list_models(rt: RuntimeDep) -> dict[str, Any]:
     }
 
 
-@router.post("/models/{version}/promote")
+@router.post("/models/{version}/promote", responses=responses(404))
 def promote(version: str, rt: RuntimeDep) -> dict[str, Any]:
     """Make a version the champion; this process swaps to it at once, others on their next poll."""
     rt.registry.load(version)  # a version that cannot be loaded must not become the champion

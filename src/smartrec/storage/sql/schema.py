@@ -43,6 +43,8 @@ items = Table(
     Column("placeholder", Boolean, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # Set by DELETE /v1/items/{id}: a tombstone every replica sees through ``updated_at``.
+    Column("deleted_at", BigInteger, nullable=True),
     Index(None, "updated_at"),
 )
 
@@ -87,4 +89,27 @@ training_jobs = Table(
     Column("worker", String(300), nullable=True),
     # Refreshed by the owning process while the job is unfinished: a stale one is dead.
     Column("heartbeat_at", BigInteger, nullable=True),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("name", Text, nullable=True),
+    # Comma-separated: read, ingest, admin.
+    Column("scopes", String(64), nullable=False),
+    # SHA-256 of the token's secret part: the token itself is never stored.
+    Column("secret_sha256", String(64), nullable=False),
+    # Requests per second for this key (token bucket); None = the configured default.
+    Column("rate_limit", Float, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+user_erasures = Table(
+    "user_erasures",
+    metadata,
+    Column("user_id", String(ID_LEN), primary_key=True),
+    Column("erased_at", BigInteger, nullable=False),
+    Index(None, "erased_at"),
 )

@@ -152,6 +152,7 @@ class SqlStore:
                 "placeholder": False,
                 "created_at": ts,
                 "updated_at": ts,
+                "deleted_at": None,  # sending a deleted item again brings it back
             }
             for r in _last_wins(rows, "item_id")
         ]
@@ -169,6 +170,7 @@ class SqlStore:
                     "published_at",
                     "placeholder",
                     "updated_at",
+                    "deleted_at",
                 )
             },
         )
@@ -213,6 +215,7 @@ class SqlStore:
             cols.placeholder,
             cols.published_at,
             cols.created_at,
+            cols.deleted_at,
         ]
         if with_text:
             columns.append(cols.text)
@@ -234,7 +237,8 @@ class SqlStore:
                         title=row.title,
                         categories=list(row.categories or []),
                         attributes=dict(row.attributes or {}),
-                        available=bool(row.available),
+                        # A deleted item is in no answer: to serving it is unavailable.
+                        available=bool(row.available) and row.deleted_at is None,
                         placeholder=bool(row.placeholder),
                         published_at=row.published_at,
                         text=row.text if with_text else None,
@@ -388,15 +392,20 @@ class SqlStore:
 
     def users_with_events_since(self, mark: int) -> list[tuple[str, int]]:
         """(user_id, newest received_at) of users with events received at or after ``mark``
-        (indexed): how a replica learns of events another process stored."""
+        (indexed), and of users erased since then: how a replica learns of events another
+        process stored, and of erasures whose cached answers it must drop."""
         c = schema.events.c
         query = (
             select(c.user_id, func.max(c.received_at))
             .where(c.received_at >= mark)
             .group_by(c.user_id)
         )
+        erased = schema.user_erasures.c
+        erasures = select(erased.user_id, erased.erased_at).where(erased.erased_at >= mark)
         with self.engine.connect() as conn:
-            return [(r[0], int(r[1])) for r in conn.execute(query)]
+            rows = [(r[0], int(r[1])) for r in conn.execute(query)]
+            rows += [(r[0], int(r[1])) for r in conn.execute(erasures)]
+        return rows
 
     def active_users(self, limit: int) -> list[str]:
         """The ``limit`` users with the most recent events, most recent first."""

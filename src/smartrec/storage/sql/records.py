@@ -1,0 +1,166 @@
+"""Reading the catalogue and the event log back, item deletion and user erasure.
+
+Apart from :class:`~smartrec.storage.sql.store.SqlStore` (which owns the write and serving
+paths) so that each module keeps one concern; it shares the store's engine and write lock.
+Pages are keyset-paginated (no OFFSET): a cursor is the last row's sort key, opaque to clients.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, delete, func, or_, select, text, update
+
+from smartrec.errors import ValidationFailed
+from smartrec.storage.sql import schema
+
+if TYPE_CHECKING:
+    from smartrec.storage.sql.store import SqlStore
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def encode_cursor(key: list[Any]) -> str:
+    raw = json.dumps(key, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, shape: tuple[type, ...]) -> list[Any]:
+    """The sort key a cursor holds; a cursor that was not made here is a 422, not a 500."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        key = None
+    if (
+        not isinstance(key, list)
+        or len(key) != len(shape)
+        or not all(
+            isinstance(v, t) and not isinstance(v, bool) for v, t in zip(key, shape, strict=True)
+        )
+    ):
+        raise ValidationFailed(
+            "cursor is not one this server made: pass next_cursor from the previous page",
+            field="cursor",
+        )
+    return key
+
+
+class RecordStore:
+    """Read-back, deletion and erasure over the same database as the :class:`SqlStore`."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.engine = store.engine
+
+    # ----------------------------------------------------------------- items
+    def get_item(self, item_id: str) -> dict[str, Any] | None:
+        c = schema.items.c
+        query = select(schema.items).where(c.item_id == item_id, c.deleted_at.is_(None))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else dict(row._mapping)
+
+    def list_items(
+        self,
+        limit: int,
+        cursor: str | None = None,
+        category: str | None = None,
+        updated_since_ms: int | None = None,
+    ) -> Page:
+        """Items by id, ``limit`` a page; placeholders (ids known only from events) included."""
+        c = schema.items.c
+        query = select(schema.items).where(c.deleted_at.is_(None))
+        if cursor is not None:
+            (after,) = decode_cursor(cursor, (str,))
+            query = query.where(c.item_id > after)
+        if category is not None:
+            query = query.where(self._has_category(category))
+        if updated_since_ms is not None:
+            query = query.where(c.updated_at >= updated_since_ms)
+        query = query.order_by(c.item_id).limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, encode_cursor([rows[-1]["item_id"]]) if more else None)
+
+    def _has_category(self, category: str) -> Any:
+        if self.store.dialect == "postgresql":
+            return text("items.categories @> CAST(:cats AS jsonb)").bindparams(
+                cats=json.dumps([category])
+            )
+        return text(
+            "EXISTS (SELECT 1 FROM json_each(items.categories) WHERE json_each.value = :cat)"
+        ).bindparams(cat=category)
+
+    def delete_item(self, item_id: str, now_ms: int) -> bool:
+        """Tombstone an item (False when there is none). Its events stay: they are behaviour
+        history, and a later training simply finds the item unavailable."""
+        c = schema.items.c
+        query = (
+            update(schema.items)
+            .where(c.item_id == item_id, c.deleted_at.is_(None))
+            .values(deleted_at=now_ms, updated_at=now_ms, available=False)
+        )
+        with self.store._write_lock, self.engine.begin() as conn:
+            return bool(conn.execute(query).rowcount)
+
+    # ----------------------------------------------------------------- users
+    def get_user(self, user_id: str) -> dict[str, Any] | None:
+        c = schema.users.c
+        with self.engine.connect() as conn:
+            row = conn.execute(select(schema.users).where(c.user_id == user_id)).first()
+            if row is None:
+                return None
+            count = conn.execute(
+                select(func.count())
+                .select_from(schema.events)
+                .where(schema.events.c.user_id == user_id)
+            ).scalar_one()
+        return {**dict(row._mapping), "events": int(count)}
+
+    def user_events(self, user_id: str, limit: int, cursor: str | None = None) -> Page:
+        """A user's events, newest first (by event time, then id)."""
+        c = schema.events.c
+        query = select(c.event_id, c.user_id, c.item_id, c.type, c.value, c.ts).where(
+            c.user_id == user_id
+        )
+        if cursor is not None:
+            ts, event_id = decode_cursor(cursor, (int, str))
+            query = query.where(or_(c.ts < ts, and_(c.ts == ts, c.event_id < event_id)))
+        query = query.order_by(c.ts.desc(), c.event_id.desc()).limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if rows else None
+        return Page(rows, encode_cursor([last["ts"], last["event_id"]]) if more and last else None)
+
+    def erase_user(self, user_id: str, now_ms: int) -> tuple[bool, int]:
+        """Delete the user row and every event of the user in one transaction, and record the
+        erasure for other replicas. Returns (user row existed, events deleted)."""
+        erasures = schema.user_erasures
+        with self.store._write_lock, self.engine.begin() as conn:
+            events = conn.execute(
+                delete(schema.events).where(schema.events.c.user_id == user_id)
+            ).rowcount
+            user = conn.execute(
+                delete(schema.users).where(schema.users.c.user_id == user_id)
+            ).rowcount
+            if user or events:
+                stmt = self.store._insert()(erasures).values(user_id=user_id, erased_at=now_ms)
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["user_id"], set_={"erased_at": now_ms}
+                    )
+                )
+        return bool(user), int(events or 0)
