@@ -26,6 +26,8 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from smartrec.api.auth import KEY
+
 #: Set in the scope when the lane asked the service and the feed could not answer.
 FEED_TRIED = "smartrec.feed_tried"
 PREFIX = "/v1/users/"
@@ -108,6 +110,9 @@ class FeedLane:
         await self.app(scope, receive, send)
 
     async def _answer(self, scope: Scope, user: str, send: Send) -> bool:
+        key = scope.get(KEY)
+        if key is not None and "read" not in key.scopes:
+            return False  # the route answers 403
         args = read_query(scope.get("query_string", b""))
         runtime = getattr(scope["app"].state, "runtime", None)
         if args is None or runtime is None:

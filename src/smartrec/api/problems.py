@@ -102,14 +102,9 @@ def _location(loc: tuple[Any, ...]) -> tuple[int | None, str]:
 
 def _allowed(request: Request) -> str:
     """Every method some route takes on this path (Starlette names only the first route's)."""
-    from starlette.routing import Match
+    from smartrec.api.routes import allowed_methods
 
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "\x00"})
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods))
+    return ", ".join(allowed_methods(request.app, request.url.path))
 
 
 def install(app: FastAPI) -> None:

@@ -1,0 +1,166 @@
+"""Reading the catalogue back, item deletion, user erasure, and ``fields=`` on answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from tests.api.conftest import (
+    EASE_ONLY,
+    AppFactory,
+    Trained,
+    World,
+    assert_problem,
+    item_ids,
+    load_world,
+    post_events,
+    runtime,
+    train,
+)
+
+
+def all_pages(client: TestClient, url: str, key: str, **params: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        response = client.get(url, params=query)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        rows += body[key]
+        cursor = body.get("next_cursor")
+        if not cursor:
+            return rows
+
+
+def test_items_read_back_paged_and_filtered(trained: Trained) -> None:
+    client, world = trained.client, trained.world
+    items = all_pages(client, "/v1/items", "items", limit=7)
+    assert [i["item_id"] for i in items] == sorted(i["item_id"] for i in world.items)
+    one = client.get(f"/v1/items/{world.items[3]['item_id']}").json()
+    sent = world.items[3]
+    assert one["title"] == sent["title"] and one["categories"] == sent["categories"]
+    assert one["attributes"] == sent["attributes"]
+    assert one["created_at"].endswith("Z") or "+00:00" in one["created_at"]
+    category = world.categories[0]
+    in_cat = all_pages(client, "/v1/items", "items", limit=5, category=category)
+    assert {i["item_id"] for i in in_cat} == world.items_of(category)
+    assert all_pages(client, "/v1/items", "items", updated_since="2999-01-01T00:00:00Z") == []
+    assert len(all_pages(client, "/v1/items", "items", updated_since=0)) >= len(world.items)
+    assert_problem(client.get("/v1/items/no-such-item"), 404)
+    assert_problem(client.get("/v1/items", params={"cursor": "bm90LWEtY3Vyc29y"}), 422)
+    assert_problem(client.get("/v1/items", params={"updated_since": "yesterday"}), 422)
+
+
+def test_user_and_events_newest_first(trained: Trained) -> None:
+    client, world = trained.client, trained.world
+    user = world.heaviest_user()
+    got = client.get(f"/v1/users/{user}").json()
+    mine = [e for e in world.events if e["user_id"] == user]
+    assert got["user_id"] == user and got["events"] == len(mine)
+    events = all_pages(client, f"/v1/users/{user}/events", "events", limit=4)
+    assert len(events) == len(mine)
+    assert {e["event_id"] for e in events} == {e["event_id"] for e in mine}
+    stamps = [e["timestamp"] for e in events]
+    assert stamps == sorted(stamps, reverse=True)
+    assert_problem(client.get("/v1/users/nobody-at-all"), 404)
+    assert_problem(client.get("/v1/users/nobody-at-all/events"), 404)
+
+
+def test_fields_on_every_answer_that_lists_items(trained: Trained) -> None:
+    client, world = trained.client, trained.world
+    titles = {i["item_id"]: i["title"] for i in world.items}
+    user, item = world.heaviest_user(), world.items[0]["item_id"]
+    answers = [
+        client.get(
+            f"/v1/users/{user}/recommendations", params={"n": 3, "fields": "title,categories"}
+        ),
+        client.get(f"/v1/items/{item}/similar", params={"n": 3, "fields": "title,categories"}),
+        client.get("/v1/popular", params={"n": 3, "fields": "title,categories"}),
+        client.post(
+            "/v1/sessions/recommendations?fields=title,categories",
+            json={"item_ids": [item], "n": 3},
+        ),
+        client.post(
+            "/v1/rankings?fields=title,categories",
+            json={"user_id": user, "item_ids": list(titles)[:4]},
+        ),
+    ]
+    for response in answers:
+        assert response.status_code == 200, response.text
+        for entry in response.json()["items"]:
+            assert entry["title"] == titles[entry["item_id"]]
+            assert entry["categories"] == world.item_categories[entry["item_id"]]
+            assert "attributes" not in entry
+    plain = client.get("/v1/popular", params={"n": 3}).json()["items"]
+    assert all("title" not in e for e in plain)
+    assert_problem(client.get("/v1/popular", params={"fields": "title,price"}), 422)
+
+
+def test_deleted_item_is_gone_from_every_answer_at_once(
+    make_client: AppFactory, world: World
+) -> None:
+    client = make_client()
+    load_world(client, world)
+    train(client, EASE_ONLY)
+    user = world.heaviest_user()
+    top = item_ids(client.get(f"/v1/users/{user}/recommendations", params={"n": 5}))
+    popular = item_ids(client.get("/v1/popular", params={"n": 5}))
+    victim = popular[0]
+    other = top[0]
+    assert_problem(client.delete("/v1/items/never-existed"), 404)
+    deleted = client.delete(f"/v1/items/{victim}")
+    assert deleted.status_code == 200 and deleted.json() == {"item_id": victim, "deleted": True}
+    assert_problem(client.get(f"/v1/items/{victim}"), 404)
+    assert victim not in {
+        i["item_id"] for i in client.get("/v1/items", params={"limit": 1000}).json()["items"]
+    }
+    assert victim not in item_ids(client.get("/v1/popular", params={"n": 20}))
+    assert victim not in item_ids(client.get(f"/v1/users/{user}/recommendations", params={"n": 50}))
+    assert victim not in item_ids(client.get(f"/v1/items/{other}/similar", params={"n": 50}))
+    session = client.post("/v1/sessions/recommendations", json={"item_ids": [other], "n": 50})
+    assert victim not in item_ids(session)
+    assert_problem(client.delete(f"/v1/items/{victim}"), 404)  # once
+    # Events naming it do not bring it back; sending the item again does.
+    post_events(client, [{"user_id": user, "item_id": victim, "type": "view"}])
+    assert_problem(client.get(f"/v1/items/{victim}"), 404)
+    again = next(i for i in world.items if i["item_id"] == victim)
+    assert client.post("/v1/items", json={"items": [again]}).status_code == 200
+    assert client.get(f"/v1/items/{victim}").status_code == 200
+
+
+def test_erasure_leaves_nothing_of_the_user(make_client: AppFactory, world: World) -> None:
+    client = make_client()
+    load_world(client, world)
+    user = world.heaviest_user()
+    client.post("/v1/users", json={"users": [{"user_id": user, "attributes": {"age": 31}}]})
+    train(client, EASE_ONLY)
+    before = client.get(f"/v1/users/{user}/recommendations", params={"n": 5})
+    assert before.status_code == 200
+    n_events = sum(e["user_id"] == user for e in world.events)
+    erased = client.delete(f"/v1/users/{user}")
+    assert erased.status_code == 200, erased.text
+    assert erased.json() == {"user_id": user, "erased_events": n_events, "user_deleted": True}
+    # Nothing of the user is left in any table but the erasure record itself.
+    store = runtime(client).store
+    with store.engine.connect() as conn:
+        tables = [
+            r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))
+        ]
+        for table in tables:
+            if table in ("user_erasures", "smartrec_alembic_version"):
+                continue
+            rows = conn.execute(text(f'SELECT * FROM "{table}"')).fetchall()
+            assert not [r for r in rows if user in {str(v) for v in r}], table
+    assert_problem(client.get(f"/v1/users/{user}"), 404)
+    assert_problem(client.get(f"/v1/users/{user}/events"), 404)
+    assert_problem(client.delete(f"/v1/users/{user}"), 404)
+    # Answers no longer use what the model learnt of the user: the answer is a cold start's.
+    after = client.get(f"/v1/users/{user}/recommendations", params={"n": 5})
+    cold = client.get("/v1/users/a-brand-new-user/recommendations", params={"n": 5})
+    assert item_ids(after) == item_ids(cold)
+    # No later training sees the erased events.
+    job = train(client, EASE_ONLY)
+    assert job["result"]["n_events"] == len(world.events) - n_events
