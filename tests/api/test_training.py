@@ -120,7 +120,9 @@ def test_job_whose_every_candidate_fails(make_client: AppFactory, world: World) 
     load_world(client, world)
     # The HTTP route refuses such parameters (tests/api/test_strict.py); a job can still get
     # them from configuration, and must then fail with the reason.
-    job = wait_job(client, runtime(client).jobs.submit({"pipeline": {"ease": {"no_such_param": 1}}}))
+    job = wait_job(
+        client, runtime(client).jobs.submit({"pipeline": {"ease": {"no_such_param": 1}}})
+    )
     assert job["status"] == "failed"
     assert "no_such_param" in job["error"]
     assert runtime(client).service.model_version is None
