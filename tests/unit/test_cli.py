@@ -75,3 +75,16 @@ def test_evaluate_refuses_a_trial_cap_without_a_tuning_budget() -> None:
         result = CliRunner().invoke(app, ["evaluate", *args])
         assert result.exit_code == 2, result.output
         assert "--tune-trials" in result.output, result.output
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_option_prints_name_and_version(flag: str) -> None:
+    from smartrec import __version__
+
+    result = CliRunner().invoke(app, [flag])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"smartrec {__version__}\n"
+    # The command stays.
+    result = CliRunner().invoke(app, ["version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == __version__
