@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test lint format bench clean services docs
+.PHONY: demo test lint format bench clean services wheel-smoke docs
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ services:
 test: $(STAMP) services
 	$(PY) -m pytest $(PYTEST_ARGS)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+	SMOKE_PYTHON=$(abspath $(PY)) bash scripts/wheel-smoke.sh
+
+# Build the sdist and wheel, install the wheel into a fresh venv outside the tree, smoke-test it.
+wheel-smoke: $(STAMP)
+	SMOKE_PYTHON=$(abspath $(PY)) bash scripts/wheel-smoke.sh
 
 # The generated docs pages (scripts/gen_docs.py), then the MkDocs site into site/.
 docs: $(STAMP)
