@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+)
 
 
 def _no_nul(value: str) -> str:
@@ -32,13 +41,56 @@ def _json_safe(value: Any, path: str = "") -> Any:
     return value
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]
-Id = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_no_nul)]
-Attributes = Annotated[dict[str, Any], AfterValidator(_json_safe)]
+#: Strings PostgreSQL can store (no NUL), stated in the schema as the server checks it.
+NO_NUL = r"^[^\u0000]*$"
+#: An id: no NUL, and not only whitespace (ids are stripped).
+ID_PATTERN = r"^[^\u0000]*[^\u0000\s][^\u0000]*$"
+Text = Annotated[str, AfterValidator(_no_nul), Field(json_schema_extra={"pattern": NO_NUL})]
+Id = Annotated[
+    str,
+    Field(min_length=1, max_length=256, json_schema_extra={"pattern": ID_PATTERN}),
+    AfterValidator(_no_nul),
+]
+#: Any JSON object without NUL in a string or key (``JsonValue`` is declared in the OpenAPI
+#: document by ``api/app.py``: JSON Schema can say it recursively).
+Attributes = Annotated[
+    dict[str, Any],
+    AfterValidator(_json_safe),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+        }
+    ),
+]
+
+
+#: Every instant ISO 8601 can write: years 1 to 9999 (epoch seconds).
+MIN_EPOCH_S = -62_135_596_800
+MAX_EPOCH_S = 253_402_300_799
+#: Epoch seconds written as a string: at most 10 digits before 1970, 11 after (years 1653 to
+#: 5138), up to microseconds.
+EPOCH_STRING = r"^(-?[0-9]{1,10}|[0-9]{11})(\.[0-9]{1,6})?$"
+_EPOCH_STRING = re.compile(EPOCH_STRING)
+#: The wire schema of a timestamp, exactly what :func:`to_epoch_ms` takes.
+TIMESTAMP_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "number", "minimum": MIN_EPOCH_S, "maximum": MAX_EPOCH_S},
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "pattern": EPOCH_STRING},
+        {"type": "null"},
+    ],
+    "description": "ISO 8601 / RFC 3339 date-time, or epoch seconds (a number or a string)",
+}
+
+
+#: The wire form of a timestamp (epoch milliseconds once validated).
+Timestamp = Annotated[int | None, WithJsonSchema(TIMESTAMP_SCHEMA)]
 
 
 def to_epoch_ms(value: Any) -> int | None:
-    """ISO 8601 strings or epoch seconds (int/float, or a numeric string) -> epoch ms."""
+    """ISO 8601 strings or epoch seconds (a number, or a string of digits) -> epoch ms."""
     if value is None:
         return None
     if isinstance(value, bool):
@@ -52,28 +104,52 @@ def to_epoch_ms(value: Any) -> int | None:
         dt = value if value.tzinfo else value.replace(tzinfo=UTC)
         seconds = dt.timestamp()
     elif isinstance(value, str):
-        text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            try:
-                dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            except ValueError:
-                raise ValueError(
-                    "timestamp must be ISO 8601 (e.g. 2024-05-01T12:00:00Z) or epoch seconds"
-                ) from None
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=UTC)
-            seconds = dt.timestamp()
+        seconds = float(value) if _EPOCH_STRING.match(value) else _iso_seconds(value)
     else:
         raise ValueError("timestamp must be ISO 8601 or epoch seconds")
-    if not math.isfinite(seconds) or seconds < 0 or seconds > 32503680000:  # year 3000
-        raise ValueError("timestamp out of range (epoch seconds between 0 and year 3000)")
+    if not math.isfinite(seconds) or not MIN_EPOCH_S <= seconds <= MAX_EPOCH_S:
+        raise ValueError("timestamp out of range (years 1 to 9999)")
     return round(seconds * 1000)
 
 
+def _iso_seconds(text: str) -> float:
+    """RFC 3339 / ISO 8601, any case (``t``, ``z``); a leap second counts as the one before."""
+    bad = ValueError("timestamp must be ISO 8601 (e.g. 2024-05-01T12:00:00Z) or epoch seconds")
+    normal = text.upper().replace("Z", "+00:00")
+    try:
+        dt = datetime.fromisoformat(normal)
+    except ValueError:
+        leap = re.sub(r"(T\d\d:\d\d):60", r"\1:59", normal)
+        if leap == normal:
+            raise bad from None
+        try:
+            dt = datetime.fromisoformat(leap)
+        except ValueError:
+            raise bad from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    try:
+        return dt.timestamp()
+    except (OverflowError, ValueError):
+        raise ValueError("timestamp out of range (years 1 to 9999)") from None
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 3.0 is the integer 3 (as JSON Schema says), 3.5 is not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: An integer, given as 3 or 3.0 (never "3" nor true).
+Count = Annotated[int, BeforeValidator(_integral)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    """Inputs: unknown fields refused, and no type coercion ("4" is not a number, "true" not a
+    boolean): the server takes exactly what the OpenAPI document says."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
 class ItemIn(_Strict):
@@ -83,7 +159,7 @@ class ItemIn(_Strict):
     attributes: Attributes = Field(default_factory=dict)
     text: Text | None = Field(default=None, max_length=100_000)
     available: bool = True
-    published_at: int | None = None
+    published_at: Timestamp = None
 
     @field_validator("published_at", mode="before")
     @classmethod
@@ -111,7 +187,7 @@ class EventIn(_Strict):
     type: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul)]
     value: float | None = None
     #: Epoch milliseconds after validation (ISO 8601 or epoch seconds on the wire).
-    timestamp: int | None = None
+    timestamp: Timestamp = None
 
     @field_validator("timestamp", mode="before")
     @classmethod
@@ -159,7 +235,7 @@ class RecommendationsOut(BaseModel):
 
 class SessionIn(_Strict):
     item_ids: list[Id] = Field(max_length=1000)
-    n: int = Field(10, ge=1)
+    n: Count = Field(10, ge=1)
 
 
 class RankingIn(_Strict):

@@ -50,7 +50,11 @@ def test_items_read_back_paged_and_filtered(trained: Trained) -> None:
     assert all_pages(client, "/v1/items", "items", updated_since="2999-01-01T00:00:00Z") == []
     assert len(all_pages(client, "/v1/items", "items", updated_since=0)) >= len(world.items)
     assert_problem(client.get("/v1/items/no-such-item"), 404)
-    assert_problem(client.get("/v1/items", params={"cursor": "bm90LWEtY3Vyc29y"}), 422)
+    ids = sorted(i["item_id"] for i in world.items)
+    after = client.get("/v1/items", params={"cursor": ids[10], "limit": 3}).json()
+    assert [i["item_id"] for i in after["items"]] == ids[11:14]
+    user = world.heaviest_user()
+    assert_problem(client.get(f"/v1/users/{user}/events", params={"cursor": "nope"}), 422)
     assert_problem(client.get("/v1/items", params={"updated_since": "yesterday"}), 422)
 
 

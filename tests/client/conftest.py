@@ -8,10 +8,6 @@ user and item ids and leave the world's users and the champion alone.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,18 +22,11 @@ import pytest
 from smartrec.client import SmartRec
 from smartrec.datasets import generate
 from smartrec.schemas import TrainingJobOut
+from tests.serverproc import smartrec_serve
 
 #: The server's ``max_batch_size`` in this suite; clients here batch by it.
 SERVER_BATCH = 500
 EASE_ONLY = {"ease": {"l2": 50.0}}
-START_TIMEOUT_S = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # --------------------------------------------------------------------------- the real server
@@ -52,44 +41,8 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``smartrec serve`` on a free loopback port (auth off, as by default on 127.0.0.1)."""
     home = tmp_path_factory.mktemp("client-home")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTREC_")}
-    env |= {
-        "SMARTREC_HOME": str(home),
-        "SMARTREC_MAX_BATCH_SIZE": str(SERVER_BATCH),
-        # No background threads racing with what the tests check.
-        "SMARTREC_RELOAD_INTERVAL_S": "0",
-        "SMARTREC_FEED_POLL_INTERVAL_S": "0",
-        "SMARTREC_FEED_PRECOMPUTE_USERS": "0",
-        "SMARTREC_LOG_LEVEL": "warning",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    }
-    command = [str(Path(sys.executable).with_name("smartrec")), "serve", "--port", str(port)]
-    log = home / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not up after {START_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.2)
-        yield Server(url, home, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    with smartrec_serve(home, SMARTREC_MAX_BATCH_SIZE=str(SERVER_BATCH)) as url:
+        yield Server(url, home, home / "server.log")
 
 
 # --------------------------------------------------------------------------- data

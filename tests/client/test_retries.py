@@ -23,7 +23,8 @@ from smartrec.client import (
     UnexpectedResponse,
     WaitTimeout,
 )
-from tests.client.conftest import Reply, Scripted, free_port, problem
+from tests.client.conftest import Reply, Scripted, problem
+from tests.serverproc import free_port
 
 POPULAR: dict[str, object] = {"user_id": None, "item_id": None, "model_version": "1", "items": []}
 UNAVAILABLE = Reply(503, problem(503, "Service not ready", "warming up"), {"Retry-After": "1"})

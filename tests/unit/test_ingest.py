@@ -35,7 +35,10 @@ def test_timestamps_iso_and_epoch_seconds() -> None:
     assert to_epoch_ms("2023-11-14T22:13:20Z") == 1_700_000_000_000
     assert to_epoch_ms("2023-11-14T23:13:20+01:00") == 1_700_000_000_000
     assert to_epoch_ms("2023-11-14T22:13:20") == 1_700_000_000_000  # naive = UTC
-    for bad in ("yesterday", -1, float("nan"), True, 10**15):
+    assert to_epoch_ms(-1) == -1000  # before 1970: any instant ISO 8601 can write
+    assert to_epoch_ms("0001-01-01T00:00:00z") == -62_135_596_800_000
+    assert to_epoch_ms("2016-12-31t23:59:60Z") == to_epoch_ms("2016-12-31T23:59:59Z")  # leap
+    for bad in ("yesterday", -7e10, float("nan"), True, 10**15, " 1700000000", "1_700", "1e9"):
         with pytest.raises(ValueError):
             to_epoch_ms(bad)
 

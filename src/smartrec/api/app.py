@@ -18,6 +18,7 @@ from smartrec.api.middleware import BodyLimit, MetricsMiddleware
 from smartrec.api.routers import catalog, health, ingest, keys, models, recommendations, training
 from smartrec.api.runtime import Runtime
 from smartrec.config import Settings
+from smartrec.schemas import NO_NUL
 
 DESCRIPTION = """Self-hostable smart recommendation engine.
 
@@ -101,6 +102,23 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     return app
 
 
+#: Any JSON value whose strings (and keys) hold no NUL: what item and user attributes take.
+JSON_VALUE: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+        },
+    ]
+}
+
+
 def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     """FastAPI's document, plus what the server enforces from its settings (``n`` up to
     ``SMARTREC_MAX_N``) and the problem schema every error answer uses."""
@@ -119,11 +137,30 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
         components.setdefault(sub, schema)
     for path in doc.get("paths", {}).values():
         for operation in path.values():
+            # The HTTP server answers 400 before the app for a request it cannot parse.
+            operation.setdefault("responses", {})["400"] = {
+                "description": "The HTTP request could not be parsed",
+                "content": {
+                    "text/plain": {"schema": {"type": "string"}},
+                    problems.PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}},
+                },
+            }
             for param in operation.get("parameters", []):
                 if param.get("name") == "n" and param.get("in") == "query":
                     param["schema"]["maximum"] = settings.max_n
     session = components.get("SessionIn", {}).get("properties", {}).get("n")
     if session is not None:
         session["maximum"] = settings.max_n
+    components["JsonValue"] = JSON_VALUE
+    event = components.get("EventIn")
+    if event is not None:
+        # The configured event types; those whose weight scales by the value need one.
+        event["properties"]["type"]["enum"] = sorted(settings.event_weights)
+        if settings.value_event_types:
+            event["if"] = {
+                "properties": {"type": {"enum": sorted(settings.value_event_types)}},
+                "required": ["type"],
+            }
+            event["then"] = {"properties": {"value": {"type": "number"}}, "required": ["value"]}
     app.openapi_schema = doc
     return doc

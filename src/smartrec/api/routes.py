@@ -29,10 +29,18 @@ def _regex(path: str) -> re.Pattern[str]:
 
 
 def allowed_methods(app: Any, path: str) -> list[str]:
-    """Every method some route takes on this request path."""
+    """The methods of the resource this path names: of the routes whose template matches, the
+    most specific (most literal characters). ``/v1/users/u1/events`` names a user's events,
+    though ``/v1/users/{user_id:path}`` would also match it with the id ``u1/events``."""
+    best = -1
     methods: set[str] = set()
     for template, route in iter_routes(app):
         found = getattr(route, "methods", None)
-        if found and _regex(template).match(path):
+        if not found or not _regex(template).match(path):
+            continue
+        literal = len(re.sub(r"\{[^}]*\}", "", template))
+        if literal > best:
+            best, methods = literal, set(found)
+        elif literal == best:
             methods |= set(found)
     return sorted(methods)

@@ -1130,6 +1130,8 @@ class RecommendationService:
 
     def similar(self, item_id: str, n: int, category: str | None = None) -> Results:
         state = self._state
+        if state is not None and item_id in state.deleted:
+            raise NotFound(f"item {item_id!r} was deleted")
         if state is not None and state.pipeline is not None:
             pos = state.position(item_id)
             cold = pos >= state.n_model or (
@@ -1139,7 +1141,7 @@ class RecommendationService:
                 return self._similar_by_content(state, item_id, pos, n, category)
         if state is None or item_id not in state.items:
             known = self.store.catalog([item_id]).get(item_id)
-            if known is None:
+            if known is None or known.deleted:
                 raise NotFound(f"item {item_id!r} does not exist")
             # A catalog item the model has not learned yet: popular items of its categories.
             cat = category or (known.categories[0] if known.categories else None)

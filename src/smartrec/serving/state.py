@@ -139,6 +139,8 @@ class ServingState:
         self.published = np.full(n, np.nan)  # epoch seconds
         self.created = np.full(n, np.nan)  # epoch seconds the catalogue first stored it
         self.categories: dict[str, np.ndarray] = {}
+        #: Items deleted from the catalogue (their similar items are a 404).
+        self.deleted: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         self.apply_catalog(catalog)
         pop_scores = bundle.popularity.score(sp.csr_matrix((1, n), dtype=np.float32))[0]
@@ -222,6 +224,10 @@ class ServingState:
                     if cat not in categories:
                         categories[cat] = np.zeros(n_new, dtype=bool)
                     categories[cat][pos] = True
+            gone = {i for i, item in catalog.items() if item.deleted}
+            back = {i for i, item in catalog.items() if not item.deleted}
+            if gone or (back & self.deleted):
+                self.deleted = frozenset((self.deleted - back) | gone)
             self.item_ids, self.extra_index = item_ids, extra
             self.available, self.titles, self.categories = available, titles, categories
             # created first: a reader that sees the new ``published`` sees an axis as long.

@@ -46,6 +46,8 @@ class CatalogItem:
     #: Epoch milliseconds the catalogue first stored it: its birth when it has neither a
     #: publication time nor events (None: not known, e.g. a dataset's own catalogue).
     created_at: int | None = None
+    #: Taken out of the catalogue (``DELETE /v1/items/{id}``); also reported unavailable.
+    deleted: bool = False
 
 
 class CatalogStore(Protocol):

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from smartrec.api.auth import ADMIN, READ
 from smartrec.api.deps import RuntimeDep
@@ -16,6 +17,7 @@ from smartrec.api.routers.recommendations import PathId
 from smartrec.api.strict import StrictRoute
 from smartrec.errors import NotFound, ValidationFailed
 from smartrec.schemas import (
+    TIMESTAMP_SCHEMA,
     EventOut,
     EventsPage,
     ItemDeleted,
@@ -26,13 +28,45 @@ from smartrec.schemas import (
     to_epoch_ms,
 )
 
+
+class _ItemPath(PathConvertor):
+    """An item id in a path (may hold "/", sent as %2F), except one ending in "/similar": that
+    URL names the item's similar items, so DELETE on it is a 405, not the deletion of an item
+    called "x/similar"."""
+
+    regex = r"(?!.*/similar$).+"
+
+
+class _UserPath(PathConvertor):
+    """A user id in a path, except one ending in a user sub-resource ("/events",
+    "/recommendations")."""
+
+    regex = r"(?!.*/(?:events|recommendations)$).+"
+
+
+register_url_convertor("item", _ItemPath())
+register_url_convertor("user", _UserPath())
+
 router = APIRouter(tags=["catalog"], route_class=StrictRoute)
+#: A query parameter is a string: the timestamp forms that are strings.
+UPDATED_SINCE = [s for s in TIMESTAMP_SCHEMA["anyOf"] if s.get("type") == "string"]
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Rows per page")]
-Cursor = Annotated[
+ItemCursor = Annotated[
     str | None,
     Query(
-        max_length=2048, description="next_cursor of the previous page", pattern=r"^[A-Za-z0-9_-]+$"
+        min_length=1,
+        max_length=256,
+        pattern=r"^[^\x00]+$",
+        description="next_cursor of the previous page: the page starts after this item id",
+    ),
+]
+EventCursor = Annotated[
+    str | None,
+    Query(
+        max_length=300,
+        pattern=r"^[0-9]{1,15}:[^\x00]{1,256}$",
+        description="next_cursor of the previous page: '<epoch ms>:<event id>' of its last event",
     ),
 ]
 
@@ -61,11 +95,15 @@ def item_out(row: dict[str, Any]) -> ItemOut:
 def list_items(
     rt: RuntimeDep,
     limit: Limit = 100,
-    cursor: Cursor = None,
+    cursor: ItemCursor = None,
     category: Annotated[str | None, Query(max_length=256, description="Only this category")] = None,
     updated_since: Annotated[
         str | None,
-        Query(max_length=64, description="Only items changed since (ISO 8601 or epoch seconds)"),
+        Query(
+            max_length=64,
+            description="Only items changed since (ISO 8601, or epoch seconds)",
+            json_schema_extra={"anyOf": UPDATED_SINCE},
+        ),
     ] = None,
 ) -> ItemsPage:
     """Every item, ordered by id, a page at a time (items known only from events included)."""
@@ -80,7 +118,7 @@ def list_items(
 
 
 @router.get(
-    "/items/{item_id:path}",
+    "/items/{item_id:item}",
     response_model=ItemOut,
     dependencies=[READ],
     responses=responses(401, 403, 404, 422),
@@ -93,7 +131,7 @@ def get_item(item_id: PathId, rt: RuntimeDep) -> ItemOut:
 
 
 @router.delete(
-    "/items/{item_id:path}",
+    "/items/{item_id:item}",
     response_model=ItemDeleted,
     dependencies=[ADMIN],
     responses=responses(401, 403, 404, 422),
@@ -115,7 +153,7 @@ async def delete_item(item_id: PathId, rt: RuntimeDep) -> ItemDeleted:
     responses=responses(401, 403, 404, 422),
 )
 def user_events(
-    user_id: PathId, rt: RuntimeDep, limit: Limit = 100, cursor: Cursor = None
+    user_id: PathId, rt: RuntimeDep, limit: Limit = 100, cursor: EventCursor = None
 ) -> EventsPage:
     """A user's events, newest first."""
     page = rt.records.user_events(user_id, limit, cursor)
@@ -136,7 +174,7 @@ def user_events(
 
 
 @router.get(
-    "/users/{user_id:path}",
+    "/users/{user_id:user}",
     response_model=UserOut,
     dependencies=[READ],
     responses=responses(401, 403, 404, 422),
@@ -155,7 +193,7 @@ def get_user(user_id: PathId, rt: RuntimeDep) -> UserOut:
 
 
 @router.delete(
-    "/users/{user_id:path}",
+    "/users/{user_id:user}",
     response_model=UserErased,
     dependencies=[ADMIN],
     responses=responses(401, 403, 404, 422),

@@ -37,7 +37,16 @@ def readyz(rt: RuntimeDep) -> Any:
     }
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+        }
+    },
+)
 def metrics(rt: RuntimeDep, m: MetricsDep) -> Response:
     m.model_info.clear()
     state = rt.service.state

@@ -148,10 +148,20 @@ async def user_recommendations(
         str | None,
         Query(
             max_length=4096,
-            description='e.g. category in ["Comedy","Drama"] and attributes.release_year >= 1990',
+            description="An expression of the filter language (docs: filters), e.g. "
+            'category in ["Comedy","Drama"] and attributes.release_year >= 1990',
+            # Not a regular language: a named format (fuzzers are given its grammar).
+            json_schema_extra={"format": "smartrec-filter"},
         ),
     ] = None,
-    page_token: Annotated[str | None, Query(max_length=16_384)] = None,
+    page_token: Annotated[
+        str | None,
+        Query(
+            max_length=16_384,
+            description="next_page_token of the previous page (opaque: the items shown so far)",
+            json_schema_extra={"format": "smartrec-page-token"},
+        ),
+    ] = None,
     diversity: Annotated[
         float | None,
         Query(ge=0.0, le=1.0, description="MMR trade-off: 1 = relevance only, lower = varied"),
@@ -194,7 +204,9 @@ async def user_recommendations(
     return _answer(results, user_id=user_id, next_page_token=results.next_page_token)
 
 
-@router.get("/items/{item_id:path}/similar", response_model=RecommendationsOut)
+@router.get(
+    "/items/{item_id:path}/similar", response_model=RecommendationsOut, responses=responses(404)
+)
 def similar_items(
     rt: RuntimeDep,
     metrics: MetricsDep,

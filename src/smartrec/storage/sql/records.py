@@ -2,13 +2,12 @@
 
 Apart from :class:`~smartrec.storage.sql.store.SqlStore` (which owns the write and serving
 paths) so that each module keeps one concern; it shares the store's engine and write lock.
-Pages are keyset-paginated (no OFFSET): a cursor is the last row's sort key, opaque to clients.
+Pages are keyset-paginated (no OFFSET): a cursor is the last row's sort key, in plain text (an
+item id; an event's time and id), so any cursor a client sends has a meaning.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,30 +27,19 @@ class Page:
     next_cursor: str | None
 
 
-def encode_cursor(key: list[Any]) -> str:
-    raw = json.dumps(key, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def event_cursor(ts: int, event_id: str) -> str:
+    """``<event time in ms>:<event id>`` of the last event of a page."""
+    return f"{ts}:{event_id}"
 
 
-def decode_cursor(cursor: str, shape: tuple[type, ...]) -> list[Any]:
-    """The sort key a cursor holds; a cursor that was not made here is a 422, not a 500."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        key = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        key = None
-    if (
-        not isinstance(key, list)
-        or len(key) != len(shape)
-        or not all(
-            isinstance(v, t) and not isinstance(v, bool) for v, t in zip(key, shape, strict=True)
-        )
-    ):
+def parse_event_cursor(cursor: str) -> tuple[int, str]:
+    ts, sep, event_id = cursor.partition(":")
+    if not sep or not ts.isdigit() or len(ts) > 15 or not event_id:
         raise ValidationFailed(
-            "cursor is not one this server made: pass next_cursor from the previous page",
+            "cursor is '<epoch ms>:<event id>': pass next_cursor from the previous page",
             field="cursor",
         )
-    return key
+    return int(ts), event_id
 
 
 class RecordStore:
@@ -80,8 +68,7 @@ class RecordStore:
         c = schema.items.c
         query = select(schema.items).where(c.deleted_at.is_(None))
         if cursor is not None:
-            (after,) = decode_cursor(cursor, (str,))
-            query = query.where(c.item_id > after)
+            query = query.where(c.item_id > cursor)
         if category is not None:
             query = query.where(self._has_category(category))
         if updated_since_ms is not None:
@@ -91,7 +78,7 @@ class RecordStore:
             rows = [dict(r._mapping) for r in conn.execute(query)]
         more = len(rows) > limit
         rows = rows[:limit]
-        return Page(rows, encode_cursor([rows[-1]["item_id"]]) if more else None)
+        return Page(rows, rows[-1]["item_id"] if more else None)
 
     def _has_category(self, category: str) -> Any:
         if self.store.dialect == "postgresql":
@@ -135,7 +122,7 @@ class RecordStore:
             c.user_id == user_id
         )
         if cursor is not None:
-            ts, event_id = decode_cursor(cursor, (int, str))
+            ts, event_id = parse_event_cursor(cursor)
             query = query.where(or_(c.ts < ts, and_(c.ts == ts, c.event_id < event_id)))
         query = query.order_by(c.ts.desc(), c.event_id.desc()).limit(limit + 1)
         with self.engine.connect() as conn:
@@ -143,7 +130,7 @@ class RecordStore:
         more = len(rows) > limit
         rows = rows[:limit]
         last = rows[-1] if rows else None
-        return Page(rows, encode_cursor([last["ts"], last["event_id"]]) if more and last else None)
+        return Page(rows, event_cursor(last["ts"], last["event_id"]) if more and last else None)
 
     def erase_user(self, user_id: str, now_ms: int) -> tuple[bool, int]:
         """Delete the user row and every event of the user in one transaction, and record the

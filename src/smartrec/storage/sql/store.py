@@ -243,6 +243,7 @@ class SqlStore:
                         published_at=row.published_at,
                         text=row.text if with_text else None,
                         created_at=row.created_at,
+                        deleted=row.deleted_at is not None,
                     )
         return out
 
