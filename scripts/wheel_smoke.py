@@ -5,15 +5,16 @@ Run it with the environment's own Python, from a directory outside the source tr
 
     cd /tmp/somewhere && /path/to/venv/bin/python /path/to/scripts/wheel_smoke.py
 
-It uses only the installed package, the standard library and httpx (a dependency). It starts
-``smartrec serve`` on a free port with a throw-away ``SMARTREC_HOME`` (the embedded defaults:
-SQLite, MLflow on SQLite), loads a small seeded synthetic world over HTTP, trains through
+It uses only the installed package, the standard library and httpx (a dependency). As a new
+user would: it creates an API key with ``smartrec keys create``, starts ``smartrec serve`` with
+keys required on a free port with a throw-away ``SMARTREC_HOME`` (the embedded defaults: SQLite,
+MLflow on SQLite), loads a small seeded synthetic world over HTTP, trains through
 ``POST /v1/training-jobs`` (two single models, then the configured models with the default
 multi-stage pipeline, which reads ``default_pipeline.toml`` from the package), and asks for
-recommendations, similar items and a ranking. The server is always stopped.
+recommendations, similar items and a ranking, over HTTP and with the typed client. The server is
+always stopped.
 
 The last line is ``wheel smoke: N passed, M failed``; the exit status is 1 if any check failed.
-With ``SMARTREC_SMOKE_TOKEN`` set, every request carries ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -61,12 +62,6 @@ def free_port() -> int:
         return port
 
 
-def auth_headers() -> dict[str, str]:
-    """The hook for servers with API keys: ``SMARTREC_SMOKE_TOKEN`` is sent as a bearer token."""
-    token = os.environ.get("SMARTREC_SMOKE_TOKEN")
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
 def synthetic_world() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Items, users and events of a small seeded world (the package's own generator)."""
     from smartrec.datasets import generate
@@ -100,11 +95,12 @@ class Smoke:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.server: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(base_url=self.base, headers=auth_headers(), timeout=60.0)
+        self.client = httpx.Client(base_url=self.base, timeout=60.0)
         self.passed: list[str] = []
         self.failed: list[str] = []
         self.world: tuple[list[dict[str, Any]], ...] = ()
         self.champion: str | None = None
+        self.token = ""
 
     # ------------------------------------------------------------------ harness
     def check(self, name: str, fn: Callable[[], str | None], required: bool = False) -> bool:
@@ -155,18 +151,59 @@ class Smoke:
         return response.json()
 
     # ------------------------------------------------------------------ server
-    def start_server(self) -> str:
-        smartrec = Path(sys.executable).with_name("smartrec")
-        require(smartrec.exists(), f"no smartrec command next to {sys.executable}")
+    def env(self) -> dict[str, str]:
         env = {
             **os.environ,
             "SMARTREC_HOME": str(self.home),
             "SMARTREC_HOST": "127.0.0.1",
+            # Keys required, as on any address but loopback: the smoke test uses one.
+            "SMARTREC_AUTH": "required",
             # The configured set of the second job: small, so that the pipeline trains fast.
             "SMARTREC_MODELS": json.dumps(FAST_MODELS),
         }
         for name in ("SMARTREC_CONFIG", "PYTHONPATH", "PYTHONHOME"):
             env.pop(name, None)  # the installed package, on its embedded defaults
+        return env
+
+    def create_key(self) -> str:
+        """``smartrec keys create`` of the installed package; the client sends its token."""
+        smartrec = Path(sys.executable).with_name("smartrec")
+        out = subprocess.run(
+            [str(smartrec), "keys", "create", "--scope", "read,ingest,admin", "--json"],
+            cwd=self.workdir,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        require(out.returncode == 0, f"smartrec keys create failed: {out.stderr[-2000:]}")
+        key = json.loads(out.stdout)
+        self.token = str(key["token"])
+        self.client.headers["Authorization"] = f"Bearer {self.token}"
+        return f"key {key['key_id']} ({', '.join(key['scopes'])})"
+
+    def check_auth(self) -> str:
+        response = httpx.get(f"{self.base}/v1/popular", timeout=30.0)
+        require(response.status_code == 401, f"no key: {response.status_code} {response.text}")
+        require(self.client.get("/v1/popular").status_code == 200, "the key is refused")
+        return "401 without the key, 200 with it"
+
+    def check_typed_client(self) -> str:
+        from smartrec.client import SmartRec
+
+        user = self.world[1][0]["user_id"]
+        with SmartRec(self.base, api_key=self.token) as client:
+            answer = client.users.recommendations(user, n=5, fields=["title"])
+            require(answer.items, f"the client got no items: {answer}")
+            require(all(i.title for i in answer.items), f"no titles: {answer}")
+            first = client.items.list(limit=50)
+            require(next(iter(first), None) is not None, "items.list gave nothing")
+        return f"{len(answer.items)} items with titles for user {user}"
+
+    def start_server(self) -> str:
+        smartrec = Path(sys.executable).with_name("smartrec")
+        require(smartrec.exists(), f"no smartrec command next to {sys.executable}")
+        env = self.env()
         with self.log_path.open("wb") as log:
             self.server = subprocess.Popen(
                 [str(smartrec), "serve", "--port", str(self.port)],
@@ -321,13 +358,16 @@ class Smoke:
         self.check("smartrec --version", self.check_version)
         self.check("installed package and its data files", self.check_installed)
         try:
+            self.check("smartrec keys create", self.create_key, required=True)
             self.check("server starts (/healthz)", self.start_server, required=True)
+            self.check("API key required", self.check_auth)
             self.check("ingest items, users, events", self.check_ingest, required=True)
             self.check("train ease + popularity, promoted", self.check_fast_training, required=True)
             self.check("train the default multi-stage pipeline", self.check_pipeline_training)
             self.check("GET /v1/users/{id}/recommendations", self.check_recommendations)
             self.check("GET /v1/items/{id}/similar", self.check_similar)
             self.check("POST /v1/rankings", self.check_ranking)
+            self.check("typed client (smartrec.client)", self.check_typed_client)
         except Abort as exc:
             print(f"stopped: the checks after {str(exc)!r} need it", flush=True)
         finally:
