@@ -44,3 +44,26 @@ def test_keys_cli_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         assert client.get("/v1/popular", headers=auth).status_code == 401
     missing = runner.invoke(app, ["keys", "revoke", "ffffffffffff"])
     assert missing.exit_code != 0
+
+
+def test_demo_prints_a_fresh_key_and_revokes_the_last(tmp_path: Path) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from smartrec.api.runtime import Runtime
+    from smartrec.cli import _demo_key
+    from smartrec.demo import print_where_to_look
+
+    runtime = Runtime.build(Settings(home=tmp_path))
+    runtime.store.migrate()
+    first = _demo_key(runtime)
+    second = _demo_key(runtime)
+    keys = runtime.keys.list()
+    assert [k.active for k in keys] == [False, True]
+    assert runtime.keys.verify(first) is None and runtime.keys.verify(second) is not None
+    out = StringIO()
+    print_where_to_look(Console(file=out, width=200), "127.0.0.1", 8000, second, False)
+    assert f"export SMARTREC_API_KEY={second}" in out.getvalue()
+    assert "auth is off on 127.0.0.1" in out.getvalue()
+    runtime.store.close()
