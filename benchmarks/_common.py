@@ -43,23 +43,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+def _get(
+    port: int, path: str, timeout: float = 2.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
         conn.close()
 
 
-def get_json(port: int, path: str, timeout: float = 10.0) -> tuple[int, Any]:
-    """GET a path on a local server; (status, decoded JSON body or None)."""
-    status, body = _get(port, path, timeout)
+def get_json(
+    port: int, path: str, timeout: float = 10.0, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """GET a path on a local server (with extra ``headers``); (status, decoded JSON or None)."""
+    status, body = _get(port, path, timeout, headers)
     try:
         return status, json.loads(body)
     except ValueError:
         return status, None
+
+
+def get_text(port: int, path: str, timeout: float = 10.0) -> tuple[int, str]:
+    """GET a path on a local server; (status, body as text), e.g. ``/metrics``."""
+    status, body = _get(port, path, timeout)
+    return status, body.decode(errors="replace")
 
 
 class Server:
@@ -172,9 +182,14 @@ class Server:
 
 
 # --------------------------------------------------------------------------- load generator
-def http_request(method: str, path: str, body: bytes | None = None) -> bytes:
-    """A complete HTTP/1.1 keep-alive request as bytes (JSON body when given)."""
+def http_request(
+    method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> bytes:
+    """A complete HTTP/1.1 keep-alive request as bytes (JSON body when given; extra
+    ``headers``, e.g. ``Authorization``, on every request)."""
     head = f"{method} {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\n"
+    for name, value in (headers or {}).items():
+        head += f"{name}: {value}\r\n"
     if body is not None:
         head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
     return head.encode() + b"\r\n" + (body or b"")

@@ -17,6 +17,13 @@ once by ``_pipeline_home.prepare`` (data bulk-loaded into SQLite, pipeline fitte
 as the champion in the home's MLflow registry), the same uvicorn server loads it at start, the
 requests spread over random active users, and an in-process stage profile of
 ``--profile-requests`` requests is printed after the table.
+
+``--auth`` measures what API keys and the access log cost on the recommendation path instead:
+the same requests to three smartrec servers on the ML-100K home, run side by side in the same
+interleaved rounds (see :data:`AUTH_CONFIGS`): auth off, auth required with a read key created in
+the home before the start (every request sends ``Authorization: Bearer <token>``), and auth off
+without the access log. Each is served as ``smartrec serve`` serves it (logging configured at
+``info``, so the access log writes its lines); the ratios to ``auth-off`` are the costs.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import os
 import random
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -48,6 +56,7 @@ from _common import (
     LoadResult,
     Server,
     get_json,
+    get_text,
     http_request,
     machine_note,
     percentile,
@@ -67,6 +76,19 @@ GOAL_P99_MS = 10.0
 #: The multi-stage issue's goals (``--pipeline``): throughput, and share of the bare endpoint's.
 GOAL_RATE = 1000
 GOAL_SHARE = 0.5
+#: ``--auth``'s goal: auth required keeps at least this share of the throughput without auth.
+GOAL_AUTH_SHARE = 0.95
+
+#: ``--auth``: the servers measured side by side: name -> (SMARTREC_AUTH, access log on, the
+#: load sends the key). Everything else is the same in all three.
+AUTH_CONFIGS: dict[str, tuple[str, bool, bool]] = {
+    "auth-off": ("off", True, False),
+    "auth-required": ("required", True, True),
+    "auth-off-no-log": ("off", False, False),
+}
+#: The app factory (and the directory to import it from) that :func:`logged_app` serves.
+APP_ENV = "SMARTREC_BENCH_APP"
+APP_DIR_ENV = "SMARTREC_BENCH_APP_DIR"
 
 #: Endpoints that can be measured: name -> the requests sent.
 ENDPOINTS: dict[str, str] = {
@@ -100,6 +122,26 @@ def baseline_app() -> FastAPI:
     return app
 
 
+def logged_app() -> Any:
+    """The smartrec app configured as ``smartrec serve`` configures it: logging set up from
+    ``SMARTREC_LOG_LEVEL`` / ``SMARTREC_LOG_FORMAT`` first, so that the access log writes its
+    lines (a bare ``uvicorn --factory smartrec.api:create_app`` leaves the root logger at
+    WARNING, and the access log then skips every request). The factory is ``$SMARTREC_BENCH_APP``
+    (``--smartrec-app``), imported from ``$SMARTREC_BENCH_APP_DIR`` when set."""
+    import importlib
+
+    from smartrec.config import Settings
+    from smartrec.logs import configure
+
+    if os.environ.get(APP_DIR_ENV):
+        sys.path.insert(0, os.environ[APP_DIR_ENV])
+    module, _, name = os.environ.get(APP_ENV, "smartrec.api:create_app").partition(":")
+    factory = getattr(importlib.import_module(module), name)
+    settings = Settings()
+    configure(settings.log_level, settings.log_format)
+    return factory()
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -128,14 +170,10 @@ def prepare_home(home: Path, rebuild: bool) -> None:
         if marker.exists():
             return
         log(f"preparing {home}: smartrec demo --no-serve (ML-100K ingest + training, once)")
-        exe = Path(sys.executable).with_name("smartrec")
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "smartrec.cli"]
-        env = {**os.environ, "SMARTREC_HOME": str(home)}
-        env.pop("SMARTREC_DATABASE_URL", None)
         done = subprocess.run(
-            [*cmd, "demo", "--no-serve"],
+            [*smartrec_cli(), "demo", "--no-serve"],
             cwd=REPO_ROOT,
-            env=env,
+            env=home_env(home),
             capture_output=True,
             text=True,
             timeout=1800,
@@ -149,6 +187,49 @@ def prepare_home(home: Path, rebuild: bool) -> None:
                 "interrupted; run again with --rebuild"
             )
         marker.write_text("smartrec demo --no-serve completed\n")
+
+
+def smartrec_cli() -> list[str]:
+    exe = Path(sys.executable).with_name("smartrec")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "smartrec.cli"]
+
+
+def home_env(home: Path) -> dict[str, str]:
+    env = {**os.environ, "SMARTREC_HOME": str(home)}
+    env.pop("SMARTREC_DATABASE_URL", None)
+    return env
+
+
+def create_key(home: Path) -> tuple[str, str]:
+    """A read key in the home's database (``smartrec keys create``): (key id, token)."""
+    done = subprocess.run(
+        [*smartrec_cli(), "keys", "create", "--scope", "read", "--name", "bench-auth", "--json"],
+        cwd=REPO_ROOT,
+        env=home_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        raise SystemExit(
+            f"smartrec keys create failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
+    doc = json.loads(done.stdout.strip().splitlines()[-1])
+    return str(doc["key_id"]), str(doc["token"])
+
+
+def revoke_key(home: Path, key_id: str) -> None:
+    """Revoke the run's key (its row stays, revoked: the home keeps no usable benchmark key)."""
+    done = subprocess.run(
+        [*smartrec_cli(), "keys", "revoke", key_id],
+        cwd=REPO_ROOT,
+        env=home_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        log(f"could not revoke the benchmark key {key_id}: {done.stderr[-500:]}")
 
 
 def prepare_pipeline(args: argparse.Namespace) -> None:
@@ -226,14 +307,21 @@ def pipeline_profile(args: argparse.Namespace) -> str:
 
 
 # --------------------------------------------------------------------------- requests
-def endpoint_requests(name: str, seed: int, users: list[str] | None = None) -> list[bytes]:
+def endpoint_requests(
+    name: str,
+    seed: int,
+    users: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> list[bytes]:
     """Pre-serialised requests for an endpoint, spread over all users / items in a seeded order
-    (``users``: the user ids to spread over, instead of ML-100K's)."""
+    (``users``: the user ids to spread over, instead of ML-100K's; ``headers`` on each)."""
     rng = random.Random(seed)
     if name == "recommendations":
         ids = list(users) if users else [str(u) for u in range(1, ML100K_USERS + 1)]
         rng.shuffle(ids)
-        return [http_request("GET", f"/v1/users/{u}/recommendations?n=10") for u in ids]
+        return [
+            http_request("GET", f"/v1/users/{u}/recommendations?n=10", headers=headers) for u in ids
+        ]
     if name == "similar":
         ids = [str(i) for i in range(1, ML100K_ITEMS + 1)]
         rng.shuffle(ids)
@@ -245,15 +333,16 @@ def endpoint_requests(name: str, seed: int, users: list[str] | None = None) -> l
     raise ValueError(name)
 
 
-def preflight(port: int, user: str = "1") -> dict[str, Any]:
+def preflight(port: int, user: str = "1", headers: dict[str, str] | None = None) -> dict[str, Any]:
     """One answer of each kind: 10 items from the model, or the benchmark means nothing."""
     status, ready = get_json(port, "/readyz")
     if status != 200 or not ready or not ready.get("model_version"):
         raise SystemExit(f"smartrec is not serving a model: /readyz -> {status} {ready}")
-    status, recs = get_json(port, f"/v1/users/{user}/recommendations?n=10", timeout=60.0)
-    if status != 200 or len(recs.get("items", [])) != 10:
+    path = f"/v1/users/{user}/recommendations?n=10"
+    status, recs = get_json(port, path, timeout=60.0, headers=headers)
+    if status != 200 or len((recs or {}).get("items", [])) != 10:
         raise SystemExit(f"/v1/users/{user}/recommendations -> {status} {recs}")
-    status, models = get_json(port, "/v1/models")
+    status, models = get_json(port, "/v1/models", headers=headers)
     algorithm = "?"
     with contextlib.suppress(Exception):
         for version in models.get("versions", []):
@@ -295,7 +384,9 @@ def run_config(
         )
         start_s = time.perf_counter() - started
         log(f"{tag} smartrec ready in {start_s:.1f}s")
-        feeds = wait_for_feeds(smartrec.port, args, workers) if args.pipeline else None
+        feeds = None
+        if args.pipeline and args.feed_users > 0:
+            feeds = wait_for_feeds(smartrec.port, workers)
         info = preflight(smartrec.port, users[0] if users else "1")
         fixed = json.dumps(
             {"model_version": info["model_version"], "items": info["sample"]["items"]}
@@ -339,12 +430,10 @@ def feed_env(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def wait_for_feeds(port: int, args: argparse.Namespace, workers: int) -> dict[str, Any] | None:
+def wait_for_feeds(port: int, workers: int) -> dict[str, Any]:
     """Wait until the server has built its feeds (``/readyz`` says), before measuring. Each
     worker builds its own and any of them answers a given connection: wait until many answers
     in a row say done."""
-    if args.feed_users <= 0:
-        return None
     started = time.perf_counter()
     done_in_a_row = 0
     while True:
@@ -483,6 +572,278 @@ def summarise(
             }
         )
     return rows
+
+
+# --------------------------------------------------------------------------- --auth
+def run_auth(args: argparse.Namespace, load: LoadGenerator, workers: int) -> list[dict[str, Any]]:
+    """Start the :data:`AUTH_CONFIGS` servers (a read key created first), wait for their feeds,
+    measure the recommendation requests on all of them in the same rounds; one result per
+    concurrency. The key is revoked afterwards."""
+    tag = f"[auth workers={workers}]"
+    key_id, token = create_key(args.home)
+    log(f"{tag} created read key {key_id} in {args.home}")
+    bearer = {"Authorization": f"Bearer {token}"}
+    try:
+        with contextlib.ExitStack() as stack:
+            servers: dict[str, Server] = {}
+            for name, (auth, access_log, _) in AUTH_CONFIGS.items():
+                log(f"{tag} starting {name} (SMARTREC_AUTH={auth}, access log {access_log}) ...")
+                servers[name] = stack.enter_context(
+                    Server(
+                        name,
+                        "serve:logged_app",
+                        app_dir=BENCH_DIR,
+                        env={
+                            "SMARTREC_HOME": str(args.home),
+                            # As `smartrec serve` runs by default: the access log writes.
+                            "SMARTREC_LOG_LEVEL": "info",
+                            "SMARTREC_AUTH": auth,
+                            "SMARTREC_ACCESS_LOG": "true" if access_log else "false",
+                            "SMARTREC_USER_CACHE_TTL_S": str(args.user_cache_ttl),
+                            APP_ENV: args.smartrec_app,
+                            APP_DIR_ENV: str(args.smartrec_app_dir or ""),
+                        },
+                        workers=workers,
+                    )
+                )
+            feeds = {name: wait_for_feeds(srv.port, workers) for name, srv in servers.items()}
+            info: dict[str, Any] = {}
+            targets: list[tuple[str, Server, list[bytes]]] = []
+            for name, srv in servers.items():
+                headers = bearer if AUTH_CONFIGS[name][2] else None
+                checked = preflight(srv.port, "1", headers)
+                info = info or checked
+                targets.append(
+                    (name, srv, endpoint_requests("recommendations", args.seed, None, headers))
+                )
+            # Auth is really on where it should be: no key, no answer.
+            for name, srv in servers.items():
+                status, _ = get_json(srv.port, "/v1/users/1/recommendations?n=10")
+                want = 401 if AUTH_CONFIGS[name][0] == "required" else 200
+                if status != want:
+                    raise SystemExit(f"{name}: a request without a key -> {status}, not {want}")
+            configs = [measure_auth(args, load, workers, c, targets) for c in args.concurrency]
+            for name, srv in servers.items():
+                if any(r["errors"] for cfg in configs for r in cfg["rows"] if r["config"] == name):
+                    log(f"--- server log of {name} (it answered errors) ---\n{srv.log_text()}")
+            rss = {name: server_rss_mib(srv.pid) for name, srv in servers.items()}
+            log(f"{tag} stopping servers")
+    finally:
+        revoke_key(args.home, key_id)
+    for cfg in configs:
+        cfg.update(model_version=info["model_version"], algorithm=info["algorithm"])
+        cfg.update(feeds=feeds, server_rss_mib=rss, key_id=key_id)
+    return configs
+
+
+def lane_counts(port: int) -> dict[str, float]:
+    """The feed lane's counters (answered, routed) from ``/metrics`` (one worker's, with
+    several)."""
+    counts = {"answered": 0.0, "routed": 0.0}
+    with contextlib.suppress(Exception):
+        _, body = get_text(port, "/metrics")
+        for line in body.splitlines():
+            if line.startswith("smartrec_feed_lane_requests_total{"):
+                for outcome in counts:
+                    if f'outcome="{outcome}"' in line:
+                        counts[outcome] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def measure_auth(
+    args: argparse.Namespace,
+    load: LoadGenerator,
+    workers: int,
+    concurrency: int,
+    targets: list[tuple[str, Server, list[bytes]]],
+) -> dict[str, Any]:
+    """Warm up, then measure every configuration at one concurrency in interleaved rounds,
+    keeping each round's result (the ratios are also taken round by round)."""
+    tag = f"[auth workers={workers} c={concurrency}]"
+    for name, server, reqs in targets:
+        log(f"{tag} warm-up {name} ({args.warmup:g}s)")
+        w = load.run(server.port, reqs, concurrency=concurrency, duration_s=args.warmup)
+        if w.errors:
+            log(f"{tag} {name}: {w.errors} errors in warm-up: {w.first_error}")
+    before = {name: lane_counts(server.port) for name, server, _ in targets}
+    rounds: dict[str, list[LoadResult]] = {name: [] for name, _, _ in targets}
+    per_round = args.duration / args.rounds
+    for r in range(args.rounds):
+        order = targets[r % len(targets) :] + targets[: r % len(targets)]
+        for name, server, reqs in order:
+            res = load.run(server.port, reqs, concurrency=concurrency, duration_s=per_round)
+            log(
+                f"{tag} round {r + 1}/{args.rounds} {name}: {res.rate:,.0f} req/s, "
+                f"p50 {percentile(res.latencies, 50) * 1e3:.2f} ms, "
+                f"p99 {percentile(res.latencies, 99) * 1e3:.2f} ms, {res.errors} errors"
+            )
+            rounds[name].append(res)
+    lane: dict[str, float | None] = {}
+    for name, server, _ in targets:
+        after = lane_counts(server.port)
+        answered = after["answered"] - before[name]["answered"]
+        routed = after["routed"] - before[name]["routed"]
+        lane[name] = answered / (answered + routed) if answered + routed else None
+    profile_text = None
+    if args.profile and workers == 1:
+        profile_text = profile_auth(args, load, targets, concurrency)
+    return {
+        "workers": workers,
+        "concurrency": concurrency,
+        "rows": summarise_auth(workers, concurrency, rounds, lane),
+        "profile": profile_text,
+    }
+
+
+def summarise_auth(
+    workers: int,
+    concurrency: int,
+    rounds: dict[str, list[LoadResult]],
+    lane: dict[str, float | None],
+) -> list[dict[str, Any]]:
+    """One row per configuration; ratios to ``auth-off``, overall and round by round."""
+    merged: dict[str, LoadResult] = {}
+    for name, results in rounds.items():
+        total = results[0]
+        for res in results[1:]:
+            total = total.merge(res)
+        merged[name] = total
+    base = merged["auth-off"]
+    base_rounds = [r.rate for r in rounds["auth-off"]]
+    rows = []
+    for name, res in merged.items():
+        p = {q: percentile(res.latencies, q) * 1e3 for q in (50, 90, 99)}
+        rates = [r.rate for r in rounds[name]]
+        per_round = [a / b if b else float("nan") for a, b in zip(rates, base_rounds, strict=True)]
+        rows.append(
+            {
+                "config": name,
+                "auth": AUTH_CONFIGS[name][0],
+                "access_log": AUTH_CONFIGS[name][1],
+                "workers": workers,
+                "concurrency": concurrency,
+                "requests": res.count,
+                "errors": res.errors,
+                "first_error": res.first_error,
+                "req_per_s": res.rate,
+                "req_per_s_rounds": rates,
+                "vs_auth_off": res.rate / base.rate if base.rate else float("nan"),
+                "vs_auth_off_rounds": per_round,
+                "p50_ms": p[50],
+                "p90_ms": p[90],
+                "p99_ms": p[99],
+                "p50_vs_auth_off_ms": p[50] - percentile(base.latencies, 50) * 1e3,
+                "lane_share": lane.get(name),
+            }
+        )
+    return rows
+
+
+def profile_auth(
+    args: argparse.Namespace,
+    load: LoadGenerator,
+    targets: list[tuple[str, Server, list[bytes]]],
+    concurrency: int,
+) -> str | None:
+    """An extra, unmeasured run of each configuration named in ``--profile`` under py-spy."""
+    texts = []
+    for name, srv, reqs in targets:
+        if name not in args.profile or srv.pid is None:
+            continue
+        log(f"profiling {name} for {args.profile_seconds:g}s")
+        _, text = profiled(
+            srv.pid,
+            functools.partial(
+                load.run, srv.port, reqs, concurrency=concurrency, duration_s=args.profile_seconds
+            ),
+        )
+        if text is None:
+            return None
+        texts.append(f"profile of {name}, c={concurrency} (py-spy --gil):\n{text}")
+    return "\n\n".join(texts) or None
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    """min-max (median) of per-round values."""
+    lo, mid, hi = min(values), statistics.median(values), max(values)
+    return f"{fmt.format(lo)}-{fmt.format(hi)} (median {fmt.format(mid)})"
+
+
+def print_auth_report(
+    args: argparse.Namespace, configs: list[dict[str, Any]], wall_s: float
+) -> None:
+    cfg0 = configs[0]
+    print(
+        "Auth and access log overhead: GET /v1/users/{user}/recommendations?n=10 (943 users), "
+        f"ML-100K champion version {cfg0['model_version']} ({cfg0['algorithm']}), home {args.home}"
+    )
+    print(
+        f"{args.duration:g}s per configuration in {args.rounds} interleaved rounds "
+        f"(+{args.warmup:g}s warm-up), closed loop on keep-alive connections"
+    )
+    print(machine_note())
+    print("  auth-off         SMARTREC_AUTH=off, access log on (SMARTREC_LOG_LEVEL=info), no key")
+    print(
+        "  auth-required    SMARTREC_AUTH=required, a read key; every request sends "
+        "'Authorization: Bearer <token>'; access log on"
+    )
+    print("  auth-off-no-log  SMARTREC_AUTH=off, SMARTREC_ACCESS_LOG=false")
+    builds = [
+        f"{n} {b.get('built')}/{b.get('target')} in {b.get('seconds')}s"
+        for n, b in cfg0["feeds"].items()
+    ]
+    print(f"  feeds built before measuring: {'; '.join(builds)}")
+    headers = ["config", "workers", "conc", "requests", "req/s", "vs auth-off", "p50 ms"]
+    headers += ["p90 ms", "p99 ms", "req/s per round", "lane", "errors"]
+    rows = []
+    for cfg in configs:
+        for r in cfg["rows"]:
+            rows.append(
+                [
+                    r["config"],
+                    str(r["workers"]),
+                    str(r["concurrency"]),
+                    f"{r['requests']:,}",
+                    f"{r['req_per_s']:,.0f}",
+                    f"{r['vs_auth_off']:.3f}x",
+                    f"{r['p50_ms']:.2f}",
+                    f"{r['p90_ms']:.2f}",
+                    f"{r['p99_ms']:.2f}",
+                    " ".join(f"{x:,.0f}" for x in r["req_per_s_rounds"]),
+                    "-" if r["lane_share"] is None else f"{r['lane_share']:.0%}",
+                    str(r["errors"]),
+                ]
+            )
+    print(table(headers, rows))
+    print("lane: share of the requests the feed lane answered (the rest went through FastAPI).")
+    for cfg in configs:
+        by = {r["config"]: r for r in cfg["rows"]}
+        on, off, nolog = by["auth-required"], by["auth-off"], by["auth-off-no-log"]
+        share = on["vs_auth_off"]
+        verdict = "met" if share >= GOAL_AUTH_SHARE else "NOT met"
+        print(
+            f"auth cost (workers={cfg['workers']}, c={cfg['concurrency']}): auth-required / "
+            f"auth-off throughput {share:.3f}x ({1 - share:+.1%} cost), per round "
+            f"{_spread(on['vs_auth_off_rounds'], '{:.3f}')}; "
+            f"p50 {on['p50_vs_auth_off_ms']:+.3f} ms; "
+            f"goal <= {1 - GOAL_AUTH_SHARE:.0%} cost: {verdict}"
+        )
+        log_rounds = [
+            a / b for a, b in zip(off["req_per_s_rounds"], nolog["req_per_s_rounds"], strict=True)
+        ]
+        print(
+            f"access log cost (workers={cfg['workers']}, c={cfg['concurrency']}): auth-off / "
+            f"auth-off-no-log throughput {off['req_per_s'] / nolog['req_per_s']:.3f}x, per round "
+            f"{_spread(log_rounds, '{:.3f}')}; p50 {off['p50_ms'] - nolog['p50_ms']:+.3f} ms"
+        )
+        for r in cfg["rows"]:
+            if r["first_error"]:
+                print(f"  {r['config']} first error: {r['first_error']}")
+    for cfg in configs:
+        if cfg["profile"]:
+            print()
+            print(cfg["profile"])
+    print(f"total wall time {wall_s:.0f}s")
 
 
 def print_report(args: argparse.Namespace, configs: list[dict[str, Any]], wall_s: float) -> None:
@@ -645,6 +1006,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="server's SMARTREC_USER_CACHE_TTL_S (0: measure the uncached path)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    a = p.add_argument_group("--auth: API keys and the access log on the recommendation path")
+    a.add_argument(
+        "--auth",
+        action="store_true",
+        help="measure recommendations with auth off, auth required (a read key, sent on every "
+        "request) and auth off without the access log, side by side (default --concurrency "
+        "1,4; --profile takes the configuration names: " + ", ".join(AUTH_CONFIGS) + ")",
+    )
     g = p.add_argument_group("--pipeline: the full pipeline on a synthetic catalogue")
     g.add_argument("--pipeline", action="store_true", help="measure the multi-stage pipeline")
     g.add_argument("--items", type=int, default=1_000_000)
@@ -668,8 +1037,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="in-process requests timed stage by stage after the HTTP runs (0: none)",
     )
     args = p.parse_args(argv)
+    if args.auth and args.pipeline:
+        p.error("--auth measures the ML-100K home; it does not go with --pipeline")
     if args.concurrency is None:
-        args.concurrency = "1,4,8,16" if args.pipeline else "8"
+        args.concurrency = "1,4,8,16" if args.pipeline else "1,4" if args.auth else "8"
     if args.pipeline:
         if args.home == DEFAULT_HOME:
             content = "" if args.no_content else "-content"
@@ -681,9 +1052,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             args.endpoints = "recommendations"
     args.endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     args.profile = {e.strip() for e in args.profile.split(",") if e.strip()}
-    unknown = (set(args.endpoints) | args.profile) - set(ENDPOINTS)
+    if args.auth:
+        args.endpoints = ["recommendations"]
+    known = set(AUTH_CONFIGS) if args.auth else set(ENDPOINTS)
+    unknown = (set(args.endpoints) | args.profile) - known - set(ENDPOINTS)
+    if args.auth and args.profile - known:
+        unknown = args.profile - known
     if unknown:
-        p.error(f"unknown endpoints {sorted(unknown)}; choose from {', '.join(ENDPOINTS)}")
+        p.error(f"unknown names {sorted(unknown)}; choose from {', '.join(sorted(known))}")
     args.workers = [int(w) for w in args.workers.split(",")]
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     if min(*args.workers, *args.concurrency, args.rounds) < 1 or args.duration <= 0:
@@ -701,17 +1077,25 @@ def main(argv: list[str] | None = None) -> int:
     else:
         prepare_home(args.home, args.rebuild)
     with LoadGenerator() as load:
-        configs = [cfg for w in args.workers for cfg in run_config(args, load, w, args.concurrency)]
+        if args.auth:
+            configs = [cfg for w in args.workers for cfg in run_auth(args, load, w)]
+        else:
+            configs = [
+                cfg for w in args.workers for cfg in run_config(args, load, w, args.concurrency)
+            ]
     args.pipeline_profile = None
     if args.pipeline and args.profile_requests > 0:
         args.pipeline_profile = pipeline_profile(args)
     wall = time.perf_counter() - started
     if args.json:
-        doc: dict[str, Any] = {"benchmark": "serve", "wall_s": wall, "configs": configs}
+        name = "serve-auth" if args.auth else "serve"
+        doc: dict[str, Any] = {"benchmark": name, "wall_s": wall, "configs": configs}
         if args.pipeline:
             doc["pipeline"] = {k: v for k, v in args.pipeline_info.items() if k != "user_ids"}
             doc["pipeline_profile"] = args.pipeline_profile
         print(json.dumps(doc, indent=2))
+    elif args.auth:
+        print_auth_report(args, configs, wall)
     else:
         print_report(args, configs, wall)
     return 1 if any(r["errors"] for c in configs for r in c["rows"]) else 0

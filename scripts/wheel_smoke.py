@@ -68,18 +68,7 @@ def synthetic_world() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[
 
     # Taste-driven enough that the pipeline usually beats the single models and is then served.
     syn = generate(300, 200, 12_000, n_categories=5, seed=7, taste=0.95, popularity_exponent=0.5)
-    events = [
-        {"event_id": f"e{k}", "user_id": u, "item_id": i, "type": t, "timestamp": int(ts)}
-        for k, (u, i, t, ts) in enumerate(
-            zip(
-                syn.event_user_ids().tolist(),
-                syn.event_item_ids().tolist(),
-                syn.event_type_names().tolist(),
-                syn.timestamp.tolist(),
-                strict=True,
-            )
-        )
-    ]
+    events = syn.events(id_prefix="e")
     users = [
         {"user_id": str(u), "attributes": {"cluster": int(c)}}
         for u, c in zip(syn.user_ids.tolist(), syn.user_cluster.tolist(), strict=True)

@@ -128,18 +128,7 @@ class World:
 @pytest.fixture(scope="session")
 def world() -> World:
     syn = generate(60, 80, 3000, n_categories=4, seed=1)
-    events = [
-        {"event_id": f"w{k}", "user_id": u, "item_id": i, "type": t, "timestamp": int(ts)}
-        for k, (u, i, t, ts) in enumerate(
-            zip(
-                syn.event_user_ids().tolist(),
-                syn.event_item_ids().tolist(),
-                syn.event_type_names().tolist(),
-                syn.timestamp.tolist(),
-                strict=True,
-            )
-        )
-    ]
+    events = syn.events(id_prefix="w")
     seen: dict[str, set[str]] = {}
     for e in events:
         seen.setdefault(e["user_id"], set()).add(e["item_id"])

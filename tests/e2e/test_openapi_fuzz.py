@@ -30,16 +30,7 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
 
 def _load(url: str, token: str) -> None:
     syn = generate(40, 60, 1500, n_categories=4, seed=3)
-    events = [
-        {"user_id": u, "item_id": i, "type": t, "timestamp": int(ts)}
-        for u, i, t, ts in zip(
-            syn.event_user_ids().tolist(),
-            syn.event_item_ids().tolist(),
-            syn.event_type_names().tolist(),
-            syn.timestamp.tolist(),
-            strict=True,
-        )
-    ]
+    events = syn.events()
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
         http.post("/v1/items", json={"items": syn.items()}).raise_for_status()
         http.post("/v1/events", json={"events": events}).raise_for_status()

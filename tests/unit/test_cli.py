@@ -22,16 +22,7 @@ def home_with_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SMARTREC_HOME", str(home))
     monkeypatch.setenv("SMARTREC_MODELS", '{"ease": {"l2": 50.0}, "popularity": {}}')
     syn = generate(n_users=120, n_items=80, n_events=3000, n_categories=5, seed=2)
-    events = [
-        {"user_id": u, "item_id": i, "type": t, "timestamp": int(ts)}
-        for u, i, t, ts in zip(
-            syn.event_user_ids().tolist(),
-            syn.event_item_ids().tolist(),
-            syn.event_type_names().tolist(),
-            syn.timestamp.tolist(),
-            strict=True,
-        )
-    ]
+    events = syn.events()
     with TestClient(create_app(Settings(home=home, reload_interval_s=0))) as client:
         assert client.post("/v1/items", json={"items": syn.items()}).status_code == 200
         for start in range(0, len(events), 1000):

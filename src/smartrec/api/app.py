@@ -10,7 +10,6 @@ from fastapi import FastAPI
 
 from smartrec import __version__
 from smartrec.api import docs, problems
-from smartrec.api.accesslog import AccessLog
 from smartrec.api.auth import AuthMiddleware
 from smartrec.api.fastlane import FeedLane
 from smartrec.api.metrics import Metrics
@@ -84,9 +83,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         default_rate=settings.rate_limit_per_key,
         burst=settings.rate_limit_burst,
     )
-    if settings.access_log:
-        app.add_middleware(AccessLog)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, access_log=settings.access_log)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

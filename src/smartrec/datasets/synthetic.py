@@ -107,6 +107,23 @@ class Synthetic:
             for i in range(self.n_items)
         ]
 
+    def events(self, id_prefix: str | None = None) -> list[dict[str, Any]]:
+        """Event records as ``POST /v1/events`` takes them (timestamps in epoch seconds); with
+        ``id_prefix``, each has the ``event_id`` ``<prefix><position>``."""
+        rows = zip(
+            self.event_user_ids().tolist(),
+            self.event_item_ids().tolist(),
+            self.event_type_names().tolist(),
+            self.timestamp.tolist(),
+            strict=True,
+        )
+        out = [
+            {"user_id": u, "item_id": i, "type": t, "timestamp": int(ts)} for u, i, t, ts in rows
+        ]
+        if id_prefix is not None:
+            out = [{"event_id": f"{id_prefix}{k}", **e} for k, e in enumerate(out)]
+        return out
+
     def to_interactions(self, weights: EventWeights | None = None) -> Interactions:
         """Weighted interactions on the full id axes, built from the codes (no string lookups)."""
         w_table = np.array(
