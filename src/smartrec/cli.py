@@ -64,10 +64,19 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
     return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _logging(level: str = "INFO", fmt: str = "text") -> None:
+def _logging(level: str = "INFO", fmt: str = "text") -> dict[str, Any]:
     from smartrec.logs import configure
 
-    configure(level, fmt)
+    return configure(level, fmt)
+
+
+def _check_auth(settings: Settings) -> None:
+    """Refuse, in one line and before any worker starts, to serve with keys required and none
+    to use (each server process checks again at start)."""
+    if settings.auth_required:
+        from smartrec.api.runtime import require_keys
+
+        require_keys(settings, _key_store(settings))
 
 
 @app.command()
@@ -89,15 +98,15 @@ def serve(
     import uvicorn
 
     from smartrec.api import create_app
-    from smartrec.logs import UVICORN_LOG_CONFIG
 
     settings = _settings(config, host=host, port=port, workers=workers)
-    _logging(settings.log_level, settings.log_format)
+    log_config = _logging(settings.log_level, settings.log_format)
+    _check_auth(settings)
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
-        "log_config": UVICORN_LOG_CONFIG,
+        "log_config": log_config,  # applied in each worker process too
         # smartrec's access log (SMARTREC_ACCESS_LOG) carries the model version and key.
         "access_log": False,
     }
@@ -369,11 +378,15 @@ def demo(
 
 
 def _keys(config: Path | None) -> Any:
+    return _key_store(_settings(config))
+
+
+def _key_store(settings: Settings) -> Any:
+    """The API keys of the configured database (migrated to the newest schema first)."""
     from smartrec.keys import ApiKeys
     from smartrec.storage.sql import SqlStore
     from smartrec.storage.sql.keys import SqlKeyStore
 
-    settings = _settings(config)
     settings.ensure_home()
     store = SqlStore(settings.resolved_database_url)
     store.migrate()

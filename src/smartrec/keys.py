@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -72,11 +73,16 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+_KEY_ID = re.compile(r"[0-9a-f]{12}")
+_MISS = object()
+
+
 def _split(token: str) -> tuple[str, str] | None:
+    """(key id, secret) of a well-formed token; anything else is refused without a lookup."""
     if not token.startswith(PREFIX):
         return None
     key_id, sep, secret = token[len(PREFIX) :].partition("_")
-    if not sep or not key_id or not secret or len(key_id) > 32:
+    if not sep or not secret or len(secret) > 128 or not _KEY_ID.fullmatch(key_id):
         return None
     return key_id, secret
 
@@ -86,7 +92,9 @@ class ApiKeys:
 
     def __init__(self, store: SqlKeyStore, ttl_s: float = 10.0, max_cached: int = 10_000) -> None:
         self.store = store
-        self._cache: TTLCache[str, ApiKey | None] = TTLCache(max_cached, ttl_s)
+        self._cache: TTLCache[str, ApiKey] = TTLCache(max_cached, ttl_s)
+        #: Key ids with no key, apart: a flood of made-up ids cannot push real keys out.
+        self._unknown: TTLCache[str, bool] = TTLCache(1_000, ttl_s)
         self._lock = threading.Lock()
 
     def create(
@@ -94,8 +102,11 @@ class ApiKeys:
     ) -> tuple[ApiKey, str]:
         """A new key and its token; the token is returned once and never stored."""
         chosen = parse_scopes(scopes)
-        if rate_limit is not None and not rate_limit > 0:
-            raise ValidationFailed("rate_limit must be a positive number", field="rate_limit")
+        if rate_limit is not None and not (0 < rate_limit <= 1_000_000):
+            raise ValidationFailed(
+                "rate_limit must be a number of requests per second, above 0 and at most 1,000,000",
+                field="rate_limit",
+            )
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         row = {
@@ -120,6 +131,7 @@ class ApiKeys:
                 raise NotFound(f"no API key {key_id!r}")
         with self._lock:
             self._cache.pop(key_id, None)
+            self._unknown.pop(key_id, None)
         row = self.store.get(key_id)
         assert row is not None
         return _key(row)
@@ -134,10 +146,12 @@ class ApiKeys:
         if parts is None:
             return None
         with self._lock:
-            if parts[0] not in self._cache:
-                return False
-            key = self._cache[parts[0]]
-        return _check(key, parts[1])
+            key = self._cache.get(parts[0], _MISS)
+            if key is _MISS:
+                if self._unknown.get(parts[0]) is None:
+                    return False
+                key = None
+        return _check(key, parts[1])  # type: ignore[arg-type]
 
     def verify(self, token: str) -> ApiKey | None:
         """The active key this token belongs to, or None. Always hashes and compares, so an
@@ -147,13 +161,15 @@ class ApiKeys:
             return None
         key_id, secret = parts
         with self._lock:
-            known = key_id in self._cache
             key = self._cache.get(key_id)
-        if not known:
+        if key is None:
             row = self.store.get(key_id)
             key = None if row is None else _key(row)
             with self._lock:
-                self._cache[key_id] = key
+                if key is None:
+                    self._unknown[key_id] = True
+                else:
+                    self._cache[key_id] = key
         return _check(key, secret)
 
 

@@ -51,6 +51,38 @@ Id = Annotated[
     Field(min_length=1, max_length=256, json_schema_extra={"pattern": ID_PATTERN}),
     AfterValidator(_no_nul),
 ]
+#: Path suffixes that name a sub-resource (``/v1/items/{id}/similar``, ``/v1/users/{id}/events``):
+#: an id ending in one could not be read, deleted or erased by its URL, so it is refused.
+ITEM_SUFFIXES = ("/similar",)
+USER_SUFFIXES = ("/events", "/recommendations")
+
+
+def _suffix_check(suffixes: tuple[str, ...]) -> Any:
+    def check(value: str) -> str:
+        if value.endswith(suffixes):
+            raise ValueError(f"an id may not end in {' or '.join(suffixes)} (its URL's)")
+        return value
+
+    return AfterValidator(check)
+
+
+def _reserved(suffixes: tuple[str, ...]) -> str:
+    alternatives = "|".join(x.lstrip("/") for x in suffixes)
+    return rf"^(?!.*/({alternatives})$)[^\u0000]*[^\u0000\s][^\u0000]*$"
+
+
+ItemId = Annotated[
+    str,
+    Field(min_length=1, max_length=256, json_schema_extra={"pattern": _reserved(ITEM_SUFFIXES)}),
+    AfterValidator(_no_nul),
+    _suffix_check(ITEM_SUFFIXES),
+]
+UserId = Annotated[
+    str,
+    Field(min_length=1, max_length=256, json_schema_extra={"pattern": _reserved(USER_SUFFIXES)}),
+    AfterValidator(_no_nul),
+    _suffix_check(USER_SUFFIXES),
+]
 #: Any JSON object without NUL in a string or key (``JsonValue`` is declared in the OpenAPI
 #: document by ``api/app.py``: JSON Schema can say it recursively).
 Attributes = Annotated[
@@ -153,7 +185,7 @@ class _Strict(BaseModel):
 
 
 class ItemIn(_Strict):
-    item_id: Id
+    item_id: ItemId
     title: Text | None = Field(default=None, max_length=2000)
     categories: list[Id] = Field(default_factory=list, max_length=100)
     attributes: Attributes = Field(default_factory=dict)
@@ -172,7 +204,7 @@ class ItemsIn(_Strict):
 
 
 class UserIn(_Strict):
-    user_id: Id
+    user_id: UserId
     attributes: Attributes = Field(default_factory=dict)
 
 
@@ -182,8 +214,8 @@ class UsersIn(_Strict):
 
 class EventIn(_Strict):
     event_id: Id | None = None
-    user_id: Id
-    item_id: Id
+    user_id: UserId
+    item_id: ItemId
     type: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul)]
     value: float | None = None
     #: Epoch milliseconds after validation (ISO 8601 or epoch seconds on the wire).

@@ -179,7 +179,8 @@ def _factory(
             "model_name": f"model_{tag}",
             "experiment": f"experiment_{tag}",
         }
-        return open_client(stack, tmp_path_factory.mktemp("home"), **{**defaults, **overrides})
+        home = overrides.pop("home", None) or tmp_path_factory.mktemp("home")
+        return open_client(stack, home, **{**defaults, **overrides})
 
     return make
 

@@ -79,10 +79,10 @@ def test_body_without_a_json_content_type(client: TestClient, content_type: str 
 @pytest.mark.parametrize(
     ("pipeline", "field", "words"),
     [
-        ({"ease": {"l2": "lots"}}, "pipeline.ease.l2", "must be a float"),
+        ({"ease": {"l2": "lots"}}, "pipeline.ease.l2", "must be a number"),
         ({"ease": {"bogus": 1}}, "pipeline.ease.bogus", "no parameter 'bogus'"),
-        ({"als": {"factors": 12.5}}, "pipeline.als.factors", "must be a int"),
-        ({"itemknn": {"k": True}}, "pipeline.itemknn.k", "must be a int"),
+        ({"als": {"factors": 12.5}}, "pipeline.als.factors", "must be an integer"),
+        ({"itemknn": {"k": True}}, "pipeline.itemknn.k", "must be an integer"),
         ({"nosuch": {}}, "pipeline", "unknown algorithm"),
     ],
 )
@@ -100,3 +100,32 @@ def test_405_carries_allow(client: TestClient) -> None:
     assert response.headers["allow"] == "DELETE, GET"
     assert "allowed: DELETE, GET" in problem["detail"]
     assert client.patch("/v1/popular").headers["allow"] == "GET"
+
+
+def test_integral_numbers_are_integers(client: TestClient) -> None:
+    """JSON has one number type: 16.0 is a fine number of factors (and 3.0 a fine n)."""
+    job = client.post("/v1/training-jobs", json={"pipeline": {"als": {"factors": 16.0}}})
+    assert job.status_code == 202, job.text
+    session = client.post("/v1/sessions/recommendations", json={"item_ids": [], "n": 3.0})
+    assert session.status_code == 200, session.text
+    assert_problem(
+        client.post("/v1/sessions/recommendations", json={"item_ids": [], "n": "3"}), 422
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        ("/v1/items", {"items": [{"item_id": "a/similar"}]}),
+        ("/v1/users", {"users": [{"user_id": "u/events"}]}),
+        (
+            "/v1/events",
+            {"events": [{"user_id": "u/recommendations", "item_id": "i", "type": "view"}]},
+        ),
+    ],
+)
+def test_ids_that_their_urls_could_not_name_are_refused(
+    client: TestClient, url: str, body: dict[str, object]
+) -> None:
+    problem = assert_problem(client.post(url, json=body), 422)
+    assert "may not end in" in problem["detail"]

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-from starlette.routing import compile_path
+from starlette.routing import Mount, compile_path
 
 
 def iter_routes(app: Any) -> Iterator[tuple[str, Any]]:
@@ -34,6 +34,9 @@ def allowed_methods(app: Any, path: str) -> list[str]:
     though ``/v1/users/{user_id:path}`` would also match it with the id ``u1/events``."""
     best = -1
     methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, Mount) and path.startswith(route.path.rstrip("/") + "/"):
+            return ["GET", "HEAD"]  # static files
     for template, route in iter_routes(app):
         found = getattr(route, "methods", None)
         if not found or not _regex(template).match(path):

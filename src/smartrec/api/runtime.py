@@ -82,13 +82,7 @@ class Runtime:
         """Refuse to serve with keys required and none to use; warn when auth is off on an
         address others can reach."""
         settings = self.settings
-        if settings.auth_required and self.keys.count_active() == 0:
-            where = "" if settings.auth == "required" else f" on {settings.host} (not loopback)"
-            raise ConfigError(
-                f"API keys are required{where} and none exists: create one with "
-                "`smartrec keys create --scope read,ingest,admin`, or set SMARTREC_AUTH=off "
-                "to serve without authentication"
-            )
+        require_keys(settings, self.keys)
         if settings.auth == "off" and not settings.loopback:
             log.warning(
                 "SMARTREC_AUTH=off on %s: anyone who reaches this address can ingest, train, "
@@ -100,6 +94,17 @@ class Runtime:
         self.service.stop()
         self.jobs.shutdown(wait=False)
         self.store.close()
+
+
+def require_keys(settings: Settings, keys: ApiKeys) -> None:
+    """With keys required, at least one must exist (else nobody could use the server)."""
+    if settings.auth_required and keys.count_active() == 0:
+        where = "" if settings.auth == "required" else f" on {settings.host} (not loopback)"
+        raise ConfigError(
+            f"API keys are required{where} and none exists: create one with "
+            "`smartrec keys create --scope read,ingest,admin`, or set SMARTREC_AUTH=off "
+            "to serve without authentication"
+        )
 
 
 @contextmanager

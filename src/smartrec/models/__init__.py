@@ -49,22 +49,43 @@ def check_params(name: str, params: dict[str, object]) -> list[tuple[str, str]]:
             continue
         if isinstance(default, bool):
             ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, int):  # 64.0 is the integer 64, as JSON has it
+            ok = not isinstance(value, bool) and (
+                isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+            )
         elif isinstance(default, float):
             ok = isinstance(value, int | float) and not isinstance(value, bool)
             ok = ok and math.isfinite(float(value))  # type: ignore[arg-type]
         else:
             ok = True
         if not ok:
-            problems.append(
-                (key, f"{name}.{key} must be a {type(default).__name__} (got {value!r})")
-            )
+            kind = {bool: "a boolean", int: "an integer", float: "a number"}[type(default)]
+            problems.append((key, f"{name}.{key} must be {kind} (got {value!r})"))
     return problems
+
+
+def integral_params(name: str, params: dict[str, object]) -> dict[str, object]:
+    """``params`` with integral numbers given as 64.0 turned into 64 where the parameter is an
+    integer (after :func:`check_params` accepted them)."""
+    defaults = get_algorithm(name).default_params()
+    out = dict(params)
+    for key, value in params.items():
+        default = defaults.get(key)
+        if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
+            out[key] = int(value)
+    return out
 
 
 def create(name: str, **params: object) -> Recommender:
     return get_algorithm(name)(**params)
 
 
-__all__ = ["Recommender", "algorithm_names", "check_params", "create", "get_algorithm", "top_n"]
+__all__ = [
+    "Recommender",
+    "algorithm_names",
+    "check_params",
+    "create",
+    "get_algorithm",
+    "integral_params",
+    "top_n",
+]

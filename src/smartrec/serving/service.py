@@ -49,6 +49,7 @@ from smartrec.serving.state import (
 )
 from smartrec.storage.ports import CatalogItem
 from smartrec.storage.sql import SqlStore
+from smartrec.storage.sql.records import erasure_key
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,11 @@ class RecommendationService:
         self.last_reload_error: str | None = None
         self._feeds = FeedCache(settings.feed_entries, settings.feed_max_age_s)
         self._feeds_on = settings.feeds_enabled
-        #: Users erased since the served model was trained: it must not use their vectors.
-        self._erased: set[str] = set()
+        #: Erased users (``erasure_key``) -> when (epoch ms): a model whose training read the
+        #: event log before then must not use what it learnt of them. Every erasure, by any
+        #: process (loaded at each install, polled with the events).
+        self._erased: dict[str, int] = {}
+        self._erasure_mark = 0  # newest erased_at seen
         self._feed_hits = 0
         self._feed_misses = 0
         self._event_mark: int | None = None  # newest events.received_at polled
@@ -127,6 +131,8 @@ class RecommendationService:
     def install(self, bundle: ModelBundle) -> None:
         """Make a bundle the serving model (tests and embedded use)."""
         mark = self.store.catalog_mark()
+        self._erased = self.store.erasures()
+        self._erasure_mark = max(self._erased.values(), default=0)
         state = ServingState(bundle, self.store.catalog(bundle.items.to_list()), self.weights)
         if state.pipeline is not None and state.pipeline.content is not None:
             # Items added after the training read the catalogue (while it ran, or before this
@@ -201,6 +207,7 @@ class RecommendationService:
                 try:
                     self.reload()
                     self.refresh_catalog()
+                    self.refresh_erasures()
                 except Exception as exc:  # keep serving the current model
                     self.last_reload_error = f"{type(exc).__name__}: {exc}"
                     log.warning("champion reload failed: %s", self.last_reload_error)
@@ -238,17 +245,39 @@ class RecommendationService:
             self._feeds.invalidate(user_id)
 
     def user_erased(self, user_id: str) -> None:
-        """The user and their events were erased: drop what this process keeps of them, and
-        stop using the served model's learned vector of the user (the next training has none)."""
-        self._erased.add(user_id)
+        """The user and their events were erased (by this process): drop what it keeps of them,
+        and stop using the served model's learned vector of the user (the next training has
+        none). Other processes learn of it at their next event poll, or when they start."""
+        self._erased[erasure_key(user_id)] = int(time.time() * 1000)
         self._feeds.invalidate(user_id)
         self._user_cache.clear()
 
+    def refresh_erasures(self) -> int:
+        """Learn of erasures made by other processes (the event poll and the registry watcher
+        call it); returns how many were new."""
+        found = self.store.erasures(self._erasure_mark - COMMIT_MARGIN_MS)
+        fresh = {k: at for k, at in found.items() if self._erased.get(k) != at}
+        if fresh:
+            self._erased.update(fresh)
+            self._erasure_mark = max(self._erasure_mark, min(max(fresh.values()), _now_ms()))
+        return len(fresh)
+
+    def _erased_at(self, user_id: str) -> int | None:
+        return self._erased.get(erasure_key(user_id)) if self._erased else None
+
     def _model_user(self, state: ServingState, user_id: str) -> int:
-        """The user's row in the served model (-1: none, or erased since it was trained)."""
-        if self._erased and user_id in self._erased:
+        """The user's row in the served model (-1: none, or erased after its training read
+        the event log)."""
+        erased = self._erased_at(user_id)
+        if erased is not None and erased >= state.snapshot_ms:
             return -1
         return state.users.get(user_id)
+
+    def _drop_erased_feed(self, user_id: str) -> None:
+        """A feed built before the user's erasure (by another process) is dropped."""
+        erased = self._erased_at(user_id)
+        if erased is not None:
+            self._feeds.invalidate(user_id, erased, COMMIT_MARGIN_MS)
 
     def poll_events(self) -> int:
         """Drop the feeds of users with events stored since the last poll, by any process.
@@ -260,6 +289,7 @@ class RecommendationService:
             self._event_mark = self.store.event_mark()
             return 0
         mark = self._event_mark
+        self.refresh_erasures()
         rows = self.store.users_with_events_since(mark - COMMIT_MARGIN_MS)
         dropped = 0
         for user_id, received in rows:
@@ -383,6 +413,8 @@ class RecommendationService:
         item_filter = parse_filter(filter) if filter else None
         state = self._state
         request = RequestRules(diversity, max_per_category, exploration)
+        if self._erased:
+            self._drop_erased_feed(user_id)
         if state is not None and state.pipeline is not None and exclude_seen:
             served = self._from_feed(state, user_id, n, category, shown, item_filter, request)
             if served is not None:
@@ -487,6 +519,8 @@ class RecommendationService:
         shown = decode_page_token(page_token)
         item_filter = parse_filter(filter) if filter else None
         request = RequestRules(diversity, max_per_category, exploration)
+        if self._erased:
+            self._drop_erased_feed(user_id)
         return self._from_feed(
             state, user_id, n, category, shown, item_filter, request, read_rows=False
         )
@@ -1217,9 +1251,14 @@ class RecommendationService:
         return Results(recs, state.version)
 
     def rank(self, user_id: str, item_ids: Sequence[str]) -> Results:
-        """The caller's list ordered for this user; items the model does not know go last."""
-        ordered = list(dict.fromkeys(item_ids))
+        """The caller's list ordered for this user; items the model does not know go last, and
+        items deleted from the catalogue are left out (they are in no answer)."""
         state = self._state
+        gone: frozenset[str] | set[str] = state.deleted if state is not None else set()
+        if state is None:
+            rows = self.store.catalog(item_ids)
+            gone = {i for i, row in rows.items() if row.deleted}
+        ordered = [i for i in dict.fromkeys(item_ids) if i not in gone]
         if state is None:
             pop = dict(self._popular_from_log(None, None, None))
             ranked = sorted(ordered, key=lambda i: -pop.get(i, 0.0))
@@ -1393,6 +1432,10 @@ class RecommendationService:
         page = fresh[:n]
         token = shown.after(r.item_id for r in page).encode() if len(fresh) > n else None
         return Results(page, version, token)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class _MaskTable:

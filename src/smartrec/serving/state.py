@@ -124,6 +124,9 @@ class ServingState:
         }
         n = len(self.items)
         self.n_model = n
+        #: When the training read the event log (epoch ms; 0 when the bundle does not say):
+        #: users erased since are unknown to this model as far as serving goes.
+        self.snapshot_ms = int(float(bundle.meta.get("snapshot_at") or 0) * 1000)
         self.pipeline = bundle.pipeline
         if self.pipeline is not None:
             self.pipeline.warm()

@@ -80,9 +80,11 @@ class Trainer:
         self.registry = registry
         self.catalog: dict[str, CatalogItem] = {}
         self._tuned_pipeline: dict[str, Any] = {}
+        self.snapshot_at = 0.0
 
     # ----------------------------------------------------------------- data
     def load_data(self) -> Interactions:
+        self.snapshot_at = time.time()  # before the read: an erasure during it may be in it
         snap = self.store.snapshot()
         if len(snap) < self.settings.min_training_events:
             raise TrainingError(
@@ -341,6 +343,7 @@ class Trainer:
                 "reference_time": data.reference_time,
                 "n_events": data.n_events,
                 "trained_at": time.time(),
+                "snapshot_at": self.snapshot_at,
                 "event_weights": dict(self.settings.event_weights),
                 "value_event_types": list(self.settings.value_event_types),
                 "validation": candidates.get(best, {}),

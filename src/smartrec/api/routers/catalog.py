@@ -65,7 +65,7 @@ EventCursor = Annotated[
     str | None,
     Query(
         max_length=300,
-        pattern=r"^[0-9]{1,15}:[^\x00]{1,256}$",
+        pattern=r"^-?[0-9]{1,15}:[^\x00]{1,256}$",
         description="next_cursor of the previous page: '<epoch ms>:<event id>' of its last event",
     ),
 ]

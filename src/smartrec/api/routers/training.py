@@ -11,7 +11,7 @@ from smartrec.api.deps import RuntimeDep
 from smartrec.api.problems import responses
 from smartrec.api.strict import StrictRoute
 from smartrec.errors import ValidationFailed
-from smartrec.models import algorithm_names, check_params
+from smartrec.models import algorithm_names, check_params, integral_params
 from smartrec.schemas import TrainingJobCreated, TrainingJobIn, TrainingJobOut
 
 router = APIRouter(
@@ -44,6 +44,7 @@ def create_job(
         for name, params in pipeline.items():
             for param, message in check_params(name, params):
                 raise ValidationFailed(message, field=f"pipeline.{name}.{param}")
+        pipeline = {name: integral_params(name, params) for name, params in pipeline.items()}
     request: dict[str, Any] = {"pipeline": pipeline}
     if body is not None and body.tune_budget_s:
         request["tune_budget_s"] = body.tune_budget_s

@@ -8,6 +8,7 @@ item id; an event's time and id), so any cursor a client sends has a meaning.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,12 @@ class Page:
     next_cursor: str | None
 
 
+def erasure_key(user_id: str) -> str:
+    """What is kept of an erased user: a hash of the id, enough to recognise the id when a
+    model trained before the erasure is asked about it."""
+    return hashlib.sha256(("smartrec-erasure\x1f" + user_id).encode()).hexdigest()
+
+
 def event_cursor(ts: int, event_id: str) -> str:
     """``<event time in ms>:<event id>`` of the last event of a page."""
     return f"{ts}:{event_id}"
@@ -34,7 +41,8 @@ def event_cursor(ts: int, event_id: str) -> str:
 
 def parse_event_cursor(cursor: str) -> tuple[int, str]:
     ts, sep, event_id = cursor.partition(":")
-    if not sep or not ts.isdigit() or len(ts) > 15 or not event_id:
+    digits = ts[1:] if ts.startswith("-") else ts
+    if not sep or not digits.isdigit() or len(digits) > 15 or not event_id:
         raise ValidationFailed(
             "cursor is '<epoch ms>:<event id>': pass next_cursor from the previous page",
             field="cursor",
@@ -144,10 +152,11 @@ class RecordStore:
                 delete(schema.users).where(schema.users.c.user_id == user_id)
             ).rowcount
             if user or events:
-                stmt = self.store._insert()(erasures).values(user_id=user_id, erased_at=now_ms)
+                key = erasure_key(user_id)
+                stmt = self.store._insert()(erasures).values(user_key=key, erased_at=now_ms)
                 conn.execute(
                     stmt.on_conflict_do_update(
-                        index_elements=["user_id"], set_={"erased_at": now_ms}
+                        index_elements=["user_key"], set_={"erased_at": now_ms}
                     )
                 )
         return bool(user), int(events or 0)

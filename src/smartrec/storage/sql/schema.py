@@ -109,7 +109,8 @@ api_keys = Table(
 user_erasures = Table(
     "user_erasures",
     metadata,
-    Column("user_id", String(ID_LEN), primary_key=True),
+    # SHA-256 of the erased user id (``records.erasure_key``): the id itself is not kept.
+    Column("user_key", String(64), primary_key=True),
     Column("erased_at", BigInteger, nullable=False),
     Index(None, "erased_at"),
 )

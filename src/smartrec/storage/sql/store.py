@@ -393,20 +393,25 @@ class SqlStore:
 
     def users_with_events_since(self, mark: int) -> list[tuple[str, int]]:
         """(user_id, newest received_at) of users with events received at or after ``mark``
-        (indexed), and of users erased since then: how a replica learns of events another
-        process stored, and of erasures whose cached answers it must drop."""
+        (indexed): how a replica learns of events another process stored."""
         c = schema.events.c
         query = (
             select(c.user_id, func.max(c.received_at))
             .where(c.received_at >= mark)
             .group_by(c.user_id)
         )
-        erased = schema.user_erasures.c
-        erasures = select(erased.user_id, erased.erased_at).where(erased.erased_at >= mark)
         with self.engine.connect() as conn:
-            rows = [(r[0], int(r[1])) for r in conn.execute(query)]
-            rows += [(r[0], int(r[1])) for r in conn.execute(erasures)]
-        return rows
+            return [(r[0], int(r[1])) for r in conn.execute(query)]
+
+    def erasures(self, since_ms: int | None = None) -> dict[str, int]:
+        """Erased users' keys (``records.erasure_key``) -> when, erased at or after
+        ``since_ms`` (all when None)."""
+        c = schema.user_erasures.c
+        query = select(c.user_key, c.erased_at)
+        if since_ms is not None:
+            query = query.where(c.erased_at >= since_ms)
+        with self.engine.connect() as conn:
+            return {r[0]: int(r[1]) for r in conn.execute(query)}
 
     def active_users(self, limit: int) -> list[str]:
         """The ``limit`` users with the most recent events, most recent first."""

@@ -4,8 +4,9 @@
 * ``items.deleted_at``: ``DELETE /v1/items/{id}`` keeps a tombstone, so that every replica sees
   the deletion through the ``updated_at`` poll it already runs, and events that still name the
   item cannot bring it back as a placeholder;
-* ``user_erasures``: when a user was erased, so that other replicas drop what they cached of
-  that user (their event poll reads it beside the events).
+* ``user_erasures``: a hash of each erased user id and when it was erased, so that every
+  replica, and every process started later, stops using what a model trained before learnt of
+  that user (the id itself is not kept).
 
 Revision ID: 0004
 Revises: 0003
@@ -38,7 +39,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("deleted_at", sa.BigInteger(), nullable=True))
     op.create_table(
         "user_erasures",
-        sa.Column("user_id", sa.String(256), primary_key=True),
+        sa.Column("user_key", sa.String(64), primary_key=True),
         sa.Column("erased_at", sa.BigInteger(), nullable=False),
     )
     op.create_index("ix_user_erasures_erased_at", "user_erasures", ["erased_at"])
