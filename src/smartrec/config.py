@@ -148,7 +148,7 @@ class Settings(BaseSettings):
     #: create``).
     auth: Literal["auto", "required", "off"] = "auto"
     #: Seconds a verified key stays cached in a process: a key revoked through another replica
-    #: stops working here within this time (at once on the replica that revoked it).
+    #: stops working here within this time (at once in the process that revoked it).
     auth_cache_ttl_s: float = Field(default=10.0, gt=0)
     #: Requests per second per API key (a token bucket in each process); 0 = no limit. A key
     #: created with its own limit (``smartrec keys create --rate-limit``) uses that instead.

@@ -4,7 +4,7 @@ A token reads ``sr_<key id>_<secret>``. The key id finds the row; only the SHA-2
 secret is stored and compared (``hmac.compare_digest``). The secret holds 256 random bits, so a
 fast hash is enough (a password KDF protects low-entropy secrets; this one cannot be guessed).
 Verified keys are cached for ``ttl_s`` seconds: a key revoked through another replica stops
-working there within that time, and at once on the replica that revoked it.
+working there within that time, and at once in the process that revoked it.
 """
 
 from __future__ import annotations

@@ -109,6 +109,9 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):  # behind a path prefix (uvicorn --root-path)
+            path = path[len(root) :]
         if path in PUBLIC or path.startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return

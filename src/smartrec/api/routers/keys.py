@@ -54,5 +54,6 @@ async def list_keys(rt: RuntimeDep) -> KeysOut:
 
 @router.delete("/keys/{key_id}", response_model=KeyOut, responses=responses(401, 403, 404, 422))
 async def revoke_key(key_id: KeyId, rt: RuntimeDep) -> KeyOut:
-    """Revoke a key: refused at once here, on other replicas within SMARTREC_AUTH_CACHE_TTL_S."""
+    """Revoke a key: refused at once by this process, by other processes and replicas within
+    SMARTREC_AUTH_CACHE_TTL_S."""
     return key_out(await run_in_threadpool(rt.keys.revoke, key_id))
