@@ -119,3 +119,18 @@ def test_openapi_documents_the_contract(client: TestClient) -> None:
     ):
         assert path in paths, path
     assert client.get("/docs").status_code == 200
+
+
+def test_api_docs_are_served_without_a_cdn(client: TestClient) -> None:
+    """Swagger UI and ReDoc load their assets from this server: they work air-gapped."""
+    for page, assets in (
+        ("/docs", ["swagger-ui-bundle.js", "swagger-ui.css"]),
+        ("/redoc", ["redoc.standalone.js"]),
+    ):
+        html = client.get(page)
+        assert html.status_code == 200
+        for asset in assets:
+            assert f'"/static/docs/{asset}"' in html.text, (page, asset)
+            fetched = client.get(f"/static/docs/{asset}")
+            assert fetched.status_code == 200 and len(fetched.content) > 10_000
+        assert "cdn" not in html.text.lower() and "fonts.googleapis" not in html.text
