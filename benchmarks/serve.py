@@ -130,11 +130,11 @@ def logged_app() -> Any:
     (``--smartrec-app``), imported from ``$SMARTREC_BENCH_APP_DIR`` when set."""
     import importlib
 
+    if os.environ.get(APP_DIR_ENV):  # first: smartrec itself may come from there
+        sys.path.insert(0, os.environ[APP_DIR_ENV])
     from smartrec.config import Settings
     from smartrec.logs import configure
 
-    if os.environ.get(APP_DIR_ENV):
-        sys.path.insert(0, os.environ[APP_DIR_ENV])
     module, _, name = os.environ.get(APP_ENV, "smartrec.api:create_app").partition(":")
     factory = getattr(importlib.import_module(module), name)
     settings = Settings()

@@ -30,8 +30,8 @@ def test_migrations_from_empty_match_the_models(db_url: str) -> None:
     store = SqlStore(db_url)
     assert inspect(store.engine).get_table_names() == []
     store.migrate()
-    assert current(store.engine) == "0003"
-    assert {"items", "users", "events", "training_jobs"} <= set(
+    assert current(store.engine) == "0004"
+    assert {"items", "users", "events", "training_jobs", "api_keys", "user_erasures"} <= set(
         inspect(store.engine).get_table_names()
     )
     with store.engine.connect() as conn:
@@ -193,4 +193,58 @@ def test_jobs_with_a_stale_heartbeat_are_failed_from_any_host(db_url: str) -> No
     store.heartbeat_jobs(["fresh"])
     beat = store.get_job("fresh")["heartbeat_at"]  # type: ignore[index]
     assert beat is not None and beat > 1
+    store.close()
+
+
+def test_read_back_deletion_erasure_and_keys(db_url: str) -> None:
+    """The read-back, deletion, erasure and key tables on both databases (PostgreSQL's
+    category filter is a jsonb containment)."""
+    from smartrec.storage.sql.keys import SqlKeyStore
+    from smartrec.storage.sql.records import RecordStore, erasure_key
+
+    store = SqlStore(db_url)
+    store.migrate()
+    records = RecordStore(store)
+    store.upsert_items(
+        [
+            {
+                "item_id": f"i{k}",
+                "title": f"T{k}",
+                "categories": ["even" if k % 2 else "odd", "all"],
+            }
+            for k in range(7)
+        ]
+    )
+    page = records.list_items(3, category="odd")
+    assert [r["item_id"] for r in page.rows] == ["i0", "i2", "i4"]
+    rest = records.list_items(3, cursor=page.next_cursor, category="odd")
+    assert [r["item_id"] for r in rest.rows] == ["i6"] and rest.next_cursor is None
+    assert records.delete_item("i2", 5) and not records.delete_item("i2", 6)
+    assert records.get_item("i2") is None and store.catalog(["i2"])["i2"].deleted
+    assert "i2" not in [r["item_id"] for r in records.list_items(10, category="all").rows]
+    store.add_events([ev(i, user="gone", ts=-5000 + i * 1000) for i in range(5)] + [ev(9)])
+    first = records.user_events("gone", 2)
+    second = records.user_events("gone", 2, first.next_cursor)
+    third = records.user_events("gone", 2, second.next_cursor)
+    seen = [r["event_id"] for r in first.rows + second.rows + third.rows]
+    assert seen == ["e4", "e3", "e2", "e1", "e0"] and third.next_cursor is None
+    assert first.next_cursor.startswith("-")  # before 1970: the cursor still works
+    assert records.erase_user("gone", 1234) == (True, 5)
+    assert records.user_events("gone", 10).rows == [] and records.get_user("gone") is None
+    assert store.erasures() == {erasure_key("gone"): 1234}
+    assert store.erasures(since_ms=2000) == {}
+    keys = SqlKeyStore(store)
+    keys.add(
+        {
+            "key_id": "abc",
+            "name": None,
+            "scopes": "read",
+            "secret_sha256": "0" * 64,
+            "rate_limit": None,
+            "created_at": 1,
+            "revoked_at": None,
+        }
+    )
+    assert keys.count_active() == 1 and keys.revoke("abc", 2) and not keys.revoke("abc", 3)
+    assert keys.get("abc")["revoked_at"] == 2 and keys.count_active() == 0  # type: ignore[index]
     store.close()
