@@ -22,8 +22,8 @@ from fastapi.testclient import TestClient
 
 from smartrec.api.app import create_app
 from smartrec.config import Settings
-from smartrec.datasets import generate
 from smartrec.registry import ModelRegistry
+from tests.worlds import World, small_world
 
 PROBLEM_TYPE = "application/problem+json"
 #: The pipeline of the brief: two candidates, the best on validation wins.
@@ -104,43 +104,9 @@ def runtime(client: TestClient) -> Any:
 
 
 # --------------------------------------------------------------------------- data
-@dataclass(frozen=True)
-class World:
-    """A small seeded catalogue and event log (synthetic generator) and facts about it."""
-
-    items: list[dict[str, Any]]
-    events: list[dict[str, Any]]
-    seen: dict[str, set[str]]  # user -> items they have events on
-    item_categories: dict[str, list[str]]
-    categories: tuple[str, ...]
-    newest_ts: int  # epoch seconds
-
-    def heaviest_user(self) -> str:
-        return max(sorted(self.seen), key=lambda u: len(self.seen[u]))
-
-    def items_of(self, category: str) -> set[str]:
-        return {i for i, cats in self.item_categories.items() if category in cats}
-
-    def active_since(self, ts: int) -> set[str]:
-        return {e["item_id"] for e in self.events if e["timestamp"] >= ts}
-
-
 @pytest.fixture(scope="session")
 def world() -> World:
-    syn = generate(60, 80, 3000, n_categories=4, seed=1)
-    events = syn.events(id_prefix="w")
-    seen: dict[str, set[str]] = {}
-    for e in events:
-        seen.setdefault(e["user_id"], set()).add(e["item_id"])
-    items = syn.items()
-    return World(
-        items=items,
-        events=events,
-        seen=seen,
-        item_categories={i["item_id"]: list(i["categories"]) for i in items},
-        categories=tuple(syn.categories),
-        newest_ts=max(e["timestamp"] for e in events),
-    )
+    return small_world()
 
 
 def load_world(client: TestClient, world: World) -> None:

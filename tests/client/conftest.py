@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from smartrec.client import SmartRec
-from smartrec.datasets import generate
 from smartrec.schemas import TrainingJobOut
 from tests.serverproc import smartrec_serve
+from tests.worlds import World, small_world
 
 #: The server's ``max_batch_size`` in this suite; clients here batch by it.
 SERVER_BATCH = 500
@@ -46,41 +46,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 # --------------------------------------------------------------------------- data
-@dataclass(frozen=True)
-class World:
-    """The synthetic catalogue and event log of tests/api, as the client loads it."""
-
-    items: list[dict[str, Any]]
-    events: list[dict[str, Any]]
-    seen: dict[str, set[str]]
-    categories: tuple[str, ...]
-    item_categories: dict[str, list[str]] = field(default_factory=dict)
-
-    def heaviest_user(self) -> str:
-        return max(sorted(self.seen), key=lambda u: len(self.seen[u]))
-
-    def items_of(self, category: str) -> set[str]:
-        return {i for i, cats in self.item_categories.items() if category in cats}
-
-    def events_of(self, user_id: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["user_id"] == user_id]
-
-
 @pytest.fixture(scope="session")
 def world() -> World:
-    syn = generate(60, 80, 3000, n_categories=4, seed=1)
-    events = syn.events(id_prefix="w")
-    seen: dict[str, set[str]] = {}
-    for e in events:
-        seen.setdefault(e["user_id"], set()).add(e["item_id"])
-    items = syn.items()
-    return World(
-        items=items,
-        events=events,
-        seen=seen,
-        categories=tuple(syn.categories),
-        item_categories={i["item_id"]: list(i["categories"]) for i in items},
-    )
+    return small_world()
 
 
 @dataclass(frozen=True)
