@@ -384,9 +384,8 @@ def run_config(
         )
         start_s = time.perf_counter() - started
         log(f"{tag} smartrec ready in {start_s:.1f}s")
-        feeds = None
-        if args.pipeline and args.feed_users > 0:
-            feeds = wait_for_feeds(smartrec.port, workers)
+        # Feeds are on by default (ML-100K too): measure once they are built, not while.
+        feeds = wait_for_feeds(smartrec.port, workers)
         info = preflight(smartrec.port, users[0] if users else "1")
         fixed = json.dumps(
             {"model_version": info["model_version"], "items": info["sample"]["items"]}
@@ -430,16 +429,18 @@ def feed_env(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def wait_for_feeds(port: int, workers: int) -> dict[str, Any]:
-    """Wait until the server has built its feeds (``/readyz`` says), before measuring. Each
-    worker builds its own and any of them answers a given connection: wait until many answers
-    in a row say done."""
+def wait_for_feeds(port: int, workers: int) -> dict[str, Any] | None:
+    """Wait until the server has built its feeds (``/readyz`` says), before measuring; None at
+    once when its feeds are off. Each worker builds its own and any of them answers a given
+    connection: wait until many answers in a row say done."""
     started = time.perf_counter()
     done_in_a_row = 0
     while True:
         _, ready = get_json(port, "/readyz", timeout=60.0)
         if not (ready or {}).get("model_version"):
             raise SystemExit(f"smartrec is not serving a model (its log says why): {ready}")
+        if not (ready or {}).get("feeds", {}).get("enabled", False):
+            return None
         build = (ready or {}).get("feeds", {}).get("build", {})
         if build.get("error"):
             raise SystemExit(f"feed build failed: {build['error']}")
@@ -576,64 +577,128 @@ def summarise(
 
 # --------------------------------------------------------------------------- --auth
 def run_auth(args: argparse.Namespace, load: LoadGenerator, workers: int) -> list[dict[str, Any]]:
-    """Start the :data:`AUTH_CONFIGS` servers (a read key created first), wait for their feeds,
-    measure the recommendation requests on all of them in the same rounds; one result per
-    concurrency. The key is revoked afterwards."""
+    """Measure the :data:`AUTH_CONFIGS` on ``--server-sets`` fresh sets of servers, one set
+    after another (a read key is created first and revoked at the end); one result per
+    concurrency, pooled over the sets.
+
+    Two servers of the same configuration differ by several percent in CPU per request (memory
+    layout, the order they started in): a single set cannot tell a 5 % cost from that, so each
+    set starts every configuration afresh and the sets are pooled.
+    """
     tag = f"[auth workers={workers}]"
     key_id, token = create_key(args.home)
     log(f"{tag} created read key {key_id} in {args.home}")
     bearer = {"Authorization": f"Bearer {token}"}
+    acc: dict[int, AuthRuns] = {c: AuthRuns() for c in args.concurrency}
+    info: dict[str, Any] = {}
+    feeds: list[dict[str, Any]] = []
+    rss: list[dict[str, float | None]] = []
+    profiles: dict[int, str | None] = {}
     try:
-        with contextlib.ExitStack() as stack:
-            servers: dict[str, Server] = {}
-            for name, (auth, access_log, _) in AUTH_CONFIGS.items():
-                log(f"{tag} starting {name} (SMARTREC_AUTH={auth}, access log {access_log}) ...")
-                servers[name] = stack.enter_context(
-                    Server(
-                        name,
-                        "serve:logged_app",
-                        app_dir=BENCH_DIR,
-                        env={
-                            "SMARTREC_HOME": str(args.home),
-                            # As `smartrec serve` runs by default: the access log writes.
-                            "SMARTREC_LOG_LEVEL": "info",
-                            "SMARTREC_AUTH": auth,
-                            "SMARTREC_ACCESS_LOG": "true" if access_log else "false",
-                            "SMARTREC_USER_CACHE_TTL_S": str(args.user_cache_ttl),
-                            APP_ENV: args.smartrec_app,
-                            APP_DIR_ENV: str(args.smartrec_app_dir or ""),
-                        },
-                        workers=workers,
-                    )
-                )
-            feeds = {name: wait_for_feeds(srv.port, workers) for name, srv in servers.items()}
-            info: dict[str, Any] = {}
-            targets: list[tuple[str, Server, list[bytes]]] = []
-            for name, srv in servers.items():
-                headers = bearer if AUTH_CONFIGS[name][2] else None
-                checked = preflight(srv.port, "1", headers)
-                info = info or checked
-                targets.append(
-                    (name, srv, endpoint_requests("recommendations", args.seed, None, headers))
-                )
-            # Auth is really on where it should be: no key, no answer.
-            for name, srv in servers.items():
-                status, _ = get_json(srv.port, "/v1/users/1/recommendations?n=10")
-                want = 401 if AUTH_CONFIGS[name][0] == "required" else 200
-                if status != want:
-                    raise SystemExit(f"{name}: a request without a key -> {status}, not {want}")
-            configs = [measure_auth(args, load, workers, c, targets) for c in args.concurrency]
-            for name, srv in servers.items():
-                if any(r["errors"] for cfg in configs for r in cfg["rows"] if r["config"] == name):
-                    log(f"--- server log of {name} (it answered errors) ---\n{srv.log_text()}")
-            rss = {name: server_rss_mib(srv.pid) for name, srv in servers.items()}
-            log(f"{tag} stopping servers")
+        for set_no in range(args.server_sets):
+            stag = f"{tag} [set {set_no + 1}/{args.server_sets}]"
+            with contextlib.ExitStack() as stack:
+                servers = start_auth_servers(args, stack, workers, stag)
+                feeds.append({n: wait_for_feeds(s.port, workers) for n, s in servers.items()})
+                targets: list[tuple[str, Server, list[bytes]]] = []
+                for name, srv in servers.items():
+                    headers = bearer if AUTH_CONFIGS[name][2] else None
+                    checked = preflight(srv.port, "1", headers)
+                    info = info or checked
+                    reqs = endpoint_requests("recommendations", args.seed, None, headers)
+                    targets.append((name, srv, reqs))
+                # Auth is really on where it should be: no key, no answer.
+                for name, srv in servers.items():
+                    status, _ = get_json(srv.port, "/v1/users/1/recommendations?n=10")
+                    want = 401 if AUTH_CONFIGS[name][0] == "required" else 200
+                    if status != want:
+                        raise SystemExit(f"{name}: a request without a key -> {status}, not {want}")
+                last = set_no == args.server_sets - 1
+                for c in args.concurrency:
+                    measure_auth(args, load, f"{stag} [c={c}]", c, targets, acc[c], set_no)
+                    if last and args.profile and workers == 1:
+                        profiles[c] = profile_auth(args, load, targets, c)
+                for name, srv in servers.items():
+                    if any(run.errors[name] for run in acc.values()):
+                        log(f"--- server log of {name} (it answered errors) ---\n{srv.log_text()}")
+                rss.append({name: server_rss_mib(srv.pid) for name, srv in servers.items()})
+                log(f"{stag} stopping servers")
     finally:
         revoke_key(args.home, key_id)
-    for cfg in configs:
-        cfg.update(model_version=info["model_version"], algorithm=info["algorithm"])
-        cfg.update(feeds=feeds, server_rss_mib=rss, key_id=key_id)
-    return configs
+    return [
+        {
+            "workers": workers,
+            "concurrency": c,
+            "server_sets": args.server_sets,
+            "model_version": info["model_version"],
+            "algorithm": info["algorithm"],
+            "rows": summarise_auth(workers, c, acc[c]),
+            "feeds": feeds,
+            "server_rss_mib": rss,
+            "key_id": key_id,
+            "profile": profiles.get(c),
+        }
+        for c in args.concurrency
+    ]
+
+
+def start_auth_servers(
+    args: argparse.Namespace, stack: contextlib.ExitStack[Any], workers: int, tag: str
+) -> dict[str, Server]:
+    """One server per :data:`AUTH_CONFIGS` entry, the same in everything else."""
+    servers: dict[str, Server] = {}
+    for name, (auth, access_log, _) in AUTH_CONFIGS.items():
+        log(f"{tag} starting {name} (SMARTREC_AUTH={auth}, access log {access_log}) ...")
+        servers[name] = stack.enter_context(
+            Server(
+                name,
+                "serve:logged_app",
+                app_dir=BENCH_DIR,
+                env={
+                    "SMARTREC_HOME": str(args.home),
+                    # As `smartrec serve` runs by default: the access log writes.
+                    "SMARTREC_LOG_LEVEL": "info",
+                    "SMARTREC_AUTH": auth,
+                    "SMARTREC_ACCESS_LOG": "true" if access_log else "false",
+                    "SMARTREC_USER_CACHE_TTL_S": str(args.user_cache_ttl),
+                    APP_ENV: args.smartrec_app,
+                    APP_DIR_ENV: str(args.smartrec_app_dir or ""),
+                },
+                workers=workers,
+            )
+        )
+    return servers
+
+
+class AuthRuns:
+    """What the rounds measured at one concurrency, per configuration, over all server sets."""
+
+    def __init__(self) -> None:
+        names = list(AUTH_CONFIGS)
+        self.results: dict[str, list[LoadResult]] = {n: [] for n in names}
+        self.cpu: dict[str, list[float | None]] = {n: [] for n in names}  # us per request
+        self.sets: list[int] = []  # the server set of each round
+        self.lane: dict[str, list[float]] = {n: [0.0, 0.0] for n in names}  # answered, routed
+        self.errors: dict[str, int] = dict.fromkeys(names, 0)
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of a server process and its direct children (uvicorn's
+    workers), from ``/proc``; None where that cannot be read."""
+    if pid is None:
+        return None
+    try:
+        pids = [pid]
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        if children.exists():
+            pids += [int(c) for c in children.read_text().split()]
+        ticks = 0
+        for p in pids:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def lane_counts(port: int) -> dict[str, float]:
@@ -653,68 +718,81 @@ def lane_counts(port: int) -> dict[str, float]:
 def measure_auth(
     args: argparse.Namespace,
     load: LoadGenerator,
-    workers: int,
+    tag: str,
     concurrency: int,
     targets: list[tuple[str, Server, list[bytes]]],
-) -> dict[str, Any]:
-    """Warm up, then measure every configuration at one concurrency in interleaved rounds,
-    keeping each round's result (the ratios are also taken round by round)."""
-    tag = f"[auth workers={workers} c={concurrency}]"
+    runs: AuthRuns,
+    set_no: int,
+) -> None:
+    """Warm up, then measure every configuration at one concurrency in interleaved rounds (the
+    order rotating), adding each round's result and server CPU to ``runs``."""
     for name, server, reqs in targets:
         log(f"{tag} warm-up {name} ({args.warmup:g}s)")
         w = load.run(server.port, reqs, concurrency=concurrency, duration_s=args.warmup)
         if w.errors:
             log(f"{tag} {name}: {w.errors} errors in warm-up: {w.first_error}")
     before = {name: lane_counts(server.port) for name, server, _ in targets}
-    rounds: dict[str, list[LoadResult]] = {name: [] for name, _, _ in targets}
-    per_round = args.duration / args.rounds
+    per_round = args.duration / (args.rounds * args.server_sets)
     for r in range(args.rounds):
-        order = targets[r % len(targets) :] + targets[: r % len(targets)]
-        for name, server, reqs in order:
+        shift = (r + set_no) % len(targets)
+        for name, server, reqs in targets[shift:] + targets[:shift]:
+            cpu0 = process_cpu_s(server.pid)
             res = load.run(server.port, reqs, concurrency=concurrency, duration_s=per_round)
+            cpu1 = process_cpu_s(server.pid)
+            cpu = None
+            if cpu0 is not None and cpu1 is not None and res.count:
+                cpu = (cpu1 - cpu0) / res.count * 1e6
             log(
                 f"{tag} round {r + 1}/{args.rounds} {name}: {res.rate:,.0f} req/s, "
                 f"p50 {percentile(res.latencies, 50) * 1e3:.2f} ms, "
-                f"p99 {percentile(res.latencies, 99) * 1e3:.2f} ms, {res.errors} errors"
+                f"p99 {percentile(res.latencies, 99) * 1e3:.2f} ms, "
+                f"server CPU {cpu if cpu is not None else float('nan'):.0f} us/request, "
+                f"{res.errors} errors"
             )
-            rounds[name].append(res)
-    lane: dict[str, float | None] = {}
+            runs.results[name].append(res)
+            runs.cpu[name].append(cpu)
+            runs.errors[name] += res.errors
+        runs.sets.append(set_no)
     for name, server, _ in targets:
         after = lane_counts(server.port)
-        answered = after["answered"] - before[name]["answered"]
-        routed = after["routed"] - before[name]["routed"]
-        lane[name] = answered / (answered + routed) if answered + routed else None
-    profile_text = None
-    if args.profile and workers == 1:
-        profile_text = profile_auth(args, load, targets, concurrency)
-    return {
-        "workers": workers,
-        "concurrency": concurrency,
-        "rows": summarise_auth(workers, concurrency, rounds, lane),
-        "profile": profile_text,
-    }
+        runs.lane[name][0] += after["answered"] - before[name]["answered"]
+        runs.lane[name][1] += after["routed"] - before[name]["routed"]
 
 
-def summarise_auth(
-    workers: int,
-    concurrency: int,
-    rounds: dict[str, list[LoadResult]],
-    lane: dict[str, float | None],
-) -> list[dict[str, Any]]:
-    """One row per configuration; ratios to ``auth-off``, overall and round by round."""
-    merged: dict[str, LoadResult] = {}
-    for name, results in rounds.items():
-        total = results[0]
-        for res in results[1:]:
-            total = total.merge(res)
-        merged[name] = total
-    base = merged["auth-off"]
-    base_rounds = [r.rate for r in rounds["auth-off"]]
+def _merged(results: list[LoadResult]) -> LoadResult:
+    total = results[0]
+    for res in results[1:]:
+        total = total.merge(res)
+    return total
+
+
+def summarise_auth(workers: int, concurrency: int, runs: AuthRuns) -> list[dict[str, Any]]:
+    """One row per configuration: pooled figures; ratios to ``auth-off`` pooled, per round and
+    per server set; server CPU per request (median of the rounds) and its difference to
+    ``auth-off`` round by round."""
+    base = _merged(runs.results["auth-off"])
+    base_rates = [r.rate for r in runs.results["auth-off"]]
+    base_cpu = runs.cpu["auth-off"]
+    sets = sorted(set(runs.sets))
     rows = []
-    for name, res in merged.items():
+    for name, results in runs.results.items():
+        res = _merged(results)
         p = {q: percentile(res.latencies, q) * 1e3 for q in (50, 90, 99)}
-        rates = [r.rate for r in rounds[name]]
-        per_round = [a / b if b else float("nan") for a, b in zip(rates, base_rounds, strict=True)]
+        rates = [r.rate for r in results]
+        per_set = []
+        for s in sets:
+            mine = _merged([r for r, k in zip(results, runs.sets, strict=True) if k == s])
+            off = _merged(
+                [r for r, k in zip(runs.results["auth-off"], runs.sets, strict=True) if k == s]
+            )
+            per_set.append(mine.rate / off.rate if off.rate else float("nan"))
+        cpus = [c for c in runs.cpu[name] if c is not None]
+        cpu_diff = [
+            a - b
+            for a, b in zip(runs.cpu[name], base_cpu, strict=True)
+            if a is not None and b is not None
+        ]
+        answered, routed = runs.lane[name]
         rows.append(
             {
                 "config": name,
@@ -728,12 +806,18 @@ def summarise_auth(
                 "req_per_s": res.rate,
                 "req_per_s_rounds": rates,
                 "vs_auth_off": res.rate / base.rate if base.rate else float("nan"),
-                "vs_auth_off_rounds": per_round,
+                "vs_auth_off_rounds": [
+                    a / b if b else float("nan") for a, b in zip(rates, base_rates, strict=True)
+                ],
+                "vs_auth_off_sets": per_set,
                 "p50_ms": p[50],
                 "p90_ms": p[90],
                 "p99_ms": p[99],
                 "p50_vs_auth_off_ms": p[50] - percentile(base.latencies, 50) * 1e3,
-                "lane_share": lane.get(name),
+                "lane_share": answered / (answered + routed) if answered + routed else None,
+                "cpu_us_per_request": statistics.median(cpus) if cpus else None,
+                "cpu_us_per_request_rounds": runs.cpu[name],
+                "cpu_us_vs_auth_off_rounds": cpu_diff,
             }
         )
     return rows
@@ -765,8 +849,10 @@ def profile_auth(
 
 def _spread(values: list[float], fmt: str) -> str:
     """min-max (median) of per-round values."""
+    if not values:
+        return "-"
     lo, mid, hi = min(values), statistics.median(values), max(values)
-    return f"{fmt.format(lo)}-{fmt.format(hi)} (median {fmt.format(mid)})"
+    return f"{fmt.format(lo)} to {fmt.format(hi)} (median {fmt.format(mid)})"
 
 
 def print_auth_report(
@@ -777,9 +863,11 @@ def print_auth_report(
         "Auth and access log overhead: GET /v1/users/{user}/recommendations?n=10 (943 users), "
         f"ML-100K champion version {cfg0['model_version']} ({cfg0['algorithm']}), home {args.home}"
     )
+    per_round = args.duration / (args.rounds * args.server_sets)
     print(
-        f"{args.duration:g}s per configuration in {args.rounds} interleaved rounds "
-        f"(+{args.warmup:g}s warm-up), closed loop on keep-alive connections"
+        f"{args.duration:g}s per configuration and concurrency: {args.server_sets} fresh server "
+        f"set(s) x {args.rounds} interleaved rounds of {per_round:g}s (+{args.warmup:g}s warm-up "
+        "per set), closed loop on keep-alive connections"
     )
     print(machine_note())
     print("  auth-off         SMARTREC_AUTH=off, access log on (SMARTREC_LOG_LEVEL=info), no key")
@@ -788,13 +876,14 @@ def print_auth_report(
         "'Authorization: Bearer <token>'; access log on"
     )
     print("  auth-off-no-log  SMARTREC_AUTH=off, SMARTREC_ACCESS_LOG=false")
-    builds = [
-        f"{n} {b.get('built')}/{b.get('target')} in {b.get('seconds')}s"
-        for n, b in cfg0["feeds"].items()
-    ]
-    print(f"  feeds built before measuring: {'; '.join(builds)}")
+    for i, feeds in enumerate(cfg0["feeds"]):
+        builds = [
+            f"{n} {(b or {}).get('built')}/{(b or {}).get('target')} in {(b or {}).get('seconds')}s"
+            for n, b in feeds.items()
+        ]
+        print(f"  set {i + 1}: feeds built before measuring: {'; '.join(builds)}")
     headers = ["config", "workers", "conc", "requests", "req/s", "vs auth-off", "p50 ms"]
-    headers += ["p90 ms", "p99 ms", "req/s per round", "lane", "errors"]
+    headers += ["p90 ms", "p99 ms", "CPU us/req", "lane", "errors"]
     rows = []
     for cfg in configs:
         for r in cfg["rows"]:
@@ -809,33 +898,57 @@ def print_auth_report(
                     f"{r['p50_ms']:.2f}",
                     f"{r['p90_ms']:.2f}",
                     f"{r['p99_ms']:.2f}",
-                    " ".join(f"{x:,.0f}" for x in r["req_per_s_rounds"]),
+                    "-" if r["cpu_us_per_request"] is None else f"{r['cpu_us_per_request']:.0f}",
                     "-" if r["lane_share"] is None else f"{r['lane_share']:.0%}",
                     str(r["errors"]),
                 ]
             )
     print(table(headers, rows))
-    print("lane: share of the requests the feed lane answered (the rest went through FastAPI).")
+    print(
+        "CPU us/req: the server process's user+system CPU per request (median of the rounds, "
+        "from /proc);\nlane: share of the requests the feed lane answered (the rest went "
+        "through FastAPI)."
+    )
     for cfg in configs:
         by = {r["config"]: r for r in cfg["rows"]}
         on, off, nolog = by["auth-required"], by["auth-off"], by["auth-off-no-log"]
+        where = f"workers={cfg['workers']}, c={cfg['concurrency']}"
         share = on["vs_auth_off"]
         verdict = "met" if share >= GOAL_AUTH_SHARE else "NOT met"
         print(
-            f"auth cost (workers={cfg['workers']}, c={cfg['concurrency']}): auth-required / "
-            f"auth-off throughput {share:.3f}x ({1 - share:+.1%} cost), per round "
-            f"{_spread(on['vs_auth_off_rounds'], '{:.3f}')}; "
-            f"p50 {on['p50_vs_auth_off_ms']:+.3f} ms; "
-            f"goal <= {1 - GOAL_AUTH_SHARE:.0%} cost: {verdict}"
+            f"auth cost ({where}): auth-required / auth-off throughput {share:.3f}x "
+            f"({1 - share:+.1%} cost; goal <= {1 - GOAL_AUTH_SHARE:.0%}: {verdict}); p50 "
+            f"{on['p50_vs_auth_off_ms']:+.3f} ms"
         )
+        print(
+            f"  per round {_spread(on['vs_auth_off_rounds'], '{:.3f}')}; per server set "
+            + ", ".join(f"{x:.3f}" for x in on["vs_auth_off_sets"])
+        )
+        if on["cpu_us_vs_auth_off_rounds"]:
+            print(
+                f"  server CPU per request, auth-required - auth-off, per round: "
+                f"{_spread(on['cpu_us_vs_auth_off_rounds'], '{:+.0f}')} us "
+                f"(of {off['cpu_us_per_request']:.0f} us)"
+            )
         log_rounds = [
             a / b for a, b in zip(off["req_per_s_rounds"], nolog["req_per_s_rounds"], strict=True)
         ]
+        log_sets = [1 / x for x in nolog["vs_auth_off_sets"]]
         print(
-            f"access log cost (workers={cfg['workers']}, c={cfg['concurrency']}): auth-off / "
-            f"auth-off-no-log throughput {off['req_per_s'] / nolog['req_per_s']:.3f}x, per round "
-            f"{_spread(log_rounds, '{:.3f}')}; p50 {off['p50_ms'] - nolog['p50_ms']:+.3f} ms"
+            f"access log cost ({where}): auth-off / auth-off-no-log throughput "
+            f"{off['req_per_s'] / nolog['req_per_s']:.3f}x; p50 "
+            f"{off['p50_ms'] - nolog['p50_ms']:+.3f} ms"
         )
+        print(
+            f"  per round {_spread(log_rounds, '{:.3f}')}; per server set "
+            + ", ".join(f"{x:.3f}" for x in log_sets)
+        )
+        if nolog["cpu_us_vs_auth_off_rounds"]:
+            saved = [-x for x in nolog["cpu_us_vs_auth_off_rounds"]]
+            print(
+                f"  server CPU per request, auth-off - auth-off-no-log, per round: "
+                f"{_spread(saved, '{:+.0f}')} us"
+            )
         for r in cfg["rows"]:
             if r["first_error"]:
                 print(f"  {r['config']} first error: {r['first_error']}")
@@ -1008,6 +1121,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     a = p.add_argument_group("--auth: API keys and the access log on the recommendation path")
     a.add_argument(
+        "--server-sets",
+        type=int,
+        default=3,
+        help="--auth: start the servers afresh this many times, one set after another, and pool "
+        "them (two servers of one configuration differ by several %%; --duration is split over "
+        "sets x rounds)",
+    )
+    a.add_argument(
         "--auth",
         action="store_true",
         help="measure recommendations with auth off, auth required (a read key, sent on every "
@@ -1062,7 +1183,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown names {sorted(unknown)}; choose from {', '.join(sorted(known))}")
     args.workers = [int(w) for w in args.workers.split(",")]
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
-    if min(*args.workers, *args.concurrency, args.rounds) < 1 or args.duration <= 0:
+    if (
+        min(*args.workers, *args.concurrency, args.rounds, args.server_sets) < 1
+        or args.duration <= 0
+    ):
         p.error("sizes must be positive")
     args.home = args.home.expanduser().resolve()
     return args
