@@ -95,6 +95,10 @@ class ApiKeys:
         self._cache: TTLCache[str, ApiKey] = TTLCache(max_cached, ttl_s)
         #: Key ids with no key, apart: a flood of made-up ids cannot push real keys out.
         self._unknown: TTLCache[str, bool] = TTLCache(1_000, ttl_s)
+        #: SHA-256 of a verified token -> (its key, until when): the request path's lookup.
+        self._verified: dict[bytes, tuple[ApiKey, float]] = {}
+        self._ttl_s = ttl_s
+        self._max_verified = max_cached
         self._lock = threading.Lock()
 
     def create(
@@ -132,16 +136,35 @@ class ApiKeys:
         with self._lock:
             self._cache.pop(key_id, None)
             self._unknown.pop(key_id, None)
+            gone = [d for d, (key, _) in self._verified.items() if key.key_id == key_id]
+            for digest in gone:
+                self._verified.pop(digest, None)
         row = self.store.get(key_id)
         assert row is not None
         return _key(row)
+
+    def forget(self) -> None:
+        """Drop every cached verification, as ``ttl_s`` does by itself."""
+        with self._lock:
+            self._cache.clear()
+            self._unknown.clear()
+            self._verified.clear()
 
     def count_active(self) -> int:
         return self.store.count_active()
 
     def cached(self, token: str) -> ApiKey | bool | None:
         """The verified key if its row is cached (None: invalid); False: not cached, call
-        :meth:`verify` (which reads the database) off the event loop."""
+        :meth:`verify` (which reads the database) off the event loop.
+
+        A token verified in the last ``ttl_s`` is found by its own SHA-256 in a plain dict
+        (one hash and one lookup: the request path's cost of auth); the digest of a whole
+        256-bit token tells nothing of any other token, so the lookup needs no constant time.
+        """
+        digest = hashlib.sha256(token.encode()).digest()
+        hit = self._verified.get(digest)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
         parts = _split(token)
         if parts is None:
             return None
@@ -151,7 +174,7 @@ class ApiKeys:
                 if self._unknown.get(parts[0]) is None:
                     return False
                 key = None
-        return _check(key, parts[1])  # type: ignore[arg-type]
+        return self._remember(digest, _check(key, parts[1]))  # type: ignore[arg-type]
 
     def verify(self, token: str) -> ApiKey | None:
         """The active key this token belongs to, or None. Always hashes and compares, so an
@@ -170,7 +193,14 @@ class ApiKeys:
                     self._unknown[key_id] = True
                 else:
                     self._cache[key_id] = key
-        return _check(key, secret)
+        return self._remember(hashlib.sha256(token.encode()).digest(), _check(key, secret))
+
+    def _remember(self, digest: bytes, key: ApiKey | None) -> ApiKey | None:
+        if key is not None:
+            if len(self._verified) >= self._max_verified:
+                self._verified.clear()  # only valid tokens get here: a bound, not a policy
+            self._verified[digest] = (key, time.monotonic() + self._ttl_s)
+        return key
 
 
 def _check(key: ApiKey | None, secret: str) -> ApiKey | None:

@@ -2,46 +2,67 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 
 import pytest
 
-from smartrec.logs import JsonFormatter
 from tests.api.conftest import EASE_ONLY, AppFactory, World, load_world, runtime, train
 
 
-def test_access_log_line_per_request(
-    make_client: AppFactory, world: World, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_access_log_line_per_request(make_client: AppFactory, world: World) -> None:
     client = make_client()
     load_world(client, world)
     train(client, EASE_ONLY)
     version = runtime(client).service.model_version
-    with caplog.at_level(logging.INFO, logger="smartrec.access"):
-        client.get("/v1/popular?n=2")
-        client.get("/v1/nowhere")
-    lines = [r for r in caplog.records if r.name == "smartrec.access"]
-    assert len(lines) == 2
-    first = lines[0]
-    assert first.getMessage().startswith("GET /v1/popular?n=2 200 ")
-    assert f"model={version}" in first.getMessage()
-    http = first.http  # type: ignore[attr-defined]
-    assert http["status"] == 200 and http["model_version"] == version and http["duration_ms"] > 0
-    assert lines[1].http["status"] == 404  # type: ignore[attr-defined]
-    # As a JSON line: one object with the request's fields.
-    parsed = json.loads(JsonFormatter().format(first))
+    log = client.app.state.access_log  # type: ignore[attr-defined]
+    log.flush()
+    log.stream = out = io.StringIO()
+    client.get("/v1/popular?n=2")
+    client.get("/v1/nowhere")
+    assert log.flush() == 2
+    first, second = out.getvalue().splitlines()
+    assert " INFO smartrec.access: GET /v1/popular?n=2 200 " in first
+    assert f"model={version} key=-" in first
+    assert " GET /v1/nowhere 404 " in second
+
+
+def test_access_log_as_json_lines(make_client: AppFactory) -> None:
+    client = make_client(log_format="json")
+    log = client.app.state.access_log  # type: ignore[attr-defined]
+    log.flush()
+    log.stream = out = io.StringIO()
+    client.get("/healthz")
+    log.flush()
+    (line,) = out.getvalue().splitlines()
+    parsed = json.loads(line)
     assert parsed["logger"] == "smartrec.access" and parsed["level"] == "info"
-    assert parsed["http"]["path"] == "/v1/popular?n=2"
+    assert parsed["http"]["path"] == "/healthz" and parsed["http"]["status"] == 200
+    assert parsed["http"]["duration_ms"] > 0 and parsed["time"].endswith("+00:00")
+
+
+def test_access_log_is_written_in_the_background_and_at_shutdown(
+    make_client: AppFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with make_client() as client:
+        client.get("/healthz?")
+    assert "GET /healthz 200" in capfd.readouterr().err  # flushed when the app stopped
 
 
 def test_access_log_can_be_turned_off(
     make_client: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = make_client(access_log=False)
-    with caplog.at_level(logging.INFO, logger="smartrec.access"):
-        client.get("/healthz")
-    assert not [r for r in caplog.records if r.name == "smartrec.access"]
+    assert client.app.state.access_log is None  # type: ignore[attr-defined]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_log_level_warning_leaves_the_access_log_out(make_client: AppFactory) -> None:
+    client = make_client(log_level="warning")
+    log = client.app.state.access_log  # type: ignore[attr-defined]
+    client.get("/healthz")
+    assert log.flush() == 0
 
 
 def test_training_jobs_log_start_scores_decision_and_failure(

@@ -40,7 +40,7 @@ def test_keys_cli_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         revoked = runner.invoke(app, ["keys", "revoke", key["key_id"]])
         assert revoked.exit_code == 0, revoked.output
         # This server cached the key: it learns of the revocation within the cache's TTL.
-        client.app.state.runtime.keys._cache.clear()  # type: ignore[attr-defined]
+        client.app.state.runtime.keys.forget()  # type: ignore[attr-defined]
         assert client.get("/v1/popular", headers=auth).status_code == 401
     missing = runner.invoke(app, ["keys", "revoke", "ffffffffffff"])
     assert missing.exit_code != 0

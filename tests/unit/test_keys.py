@@ -73,3 +73,16 @@ def test_made_up_key_ids_do_not_push_real_keys_out(keys: ApiKeys) -> None:
     assert keys.cached(token) is not False  # still cached: no database read
     assert keys.verify(token) is not None and store.reads == reads
     assert keys.cached(f"sr_{2_999:012x}_guess") is None  # a known-unknown id: no read
+
+
+def test_a_verified_token_is_found_by_its_digest_until_revoked(keys: ApiKeys) -> None:
+    store = keys.store
+    assert isinstance(store, CountingStore)
+    key, token = keys.create("read")
+    assert keys.verify(token) == key
+    reads = store.reads
+    assert keys.cached(token) == key and store.reads == reads
+    assert keys.cached(token[:-1] + ("x" if token[-1] != "x" else "y")) is None  # wrong secret
+    keys.revoke(key.key_id)
+    assert keys.cached(token) is False  # dropped at once: verify reads the row again
+    assert keys.verify(token) is None

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from smartrec import __version__
 from smartrec.api import docs, problems
+from smartrec.api.accesslog import AccessLog
 from smartrec.api.auth import AuthMiddleware
 from smartrec.api.fastlane import FeedLane
 from smartrec.api.metrics import Metrics
@@ -30,6 +31,9 @@ items, users and events, `admin` for training, models, deletions and keys."""
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
+    access_log = (
+        AccessLog(settings.log_format, level=settings.log_level) if settings.access_log else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -39,9 +43,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         rt = runtime or Runtime.build(settings)
         rt.start()
         app.state.runtime = rt
+        if access_log is not None:
+            access_log.start()
         try:
             yield
         finally:
+            if access_log is not None:
+                access_log.stop()  # writes what is left
             rt.stop()
 
     app = FastAPI(
@@ -83,7 +91,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         default_rate=settings.rate_limit_per_key,
         burst=settings.rate_limit_burst,
     )
-    app.add_middleware(MetricsMiddleware, metrics=metrics, access_log=settings.access_log)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, access_log=access_log)
+    app.state.access_log = access_log
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

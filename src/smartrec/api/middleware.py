@@ -4,14 +4,13 @@ and the access log."""
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from smartrec.api.auth import KEY
+from smartrec.api.accesslog import AccessLog
 from smartrec.api.metrics import Metrics
 
 
@@ -99,14 +98,11 @@ class _TooLarge(Exception):
     pass
 
 
-access = logging.getLogger("smartrec.access")
-
-
 class MetricsMiddleware:
-    """Times each request once for the Prometheus histogram and, with ``access_log``, one log
-    line (logger ``smartrec.access``): method, path, status, duration, model version, key id."""
+    """Times each request once for the Prometheus histogram and, with an access log, its line
+    (``api/accesslog.py``: recorded here, written by a background thread)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = False) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
@@ -129,40 +125,8 @@ class MetricsMiddleware:
         finally:
             seconds = time.perf_counter() - started
             self.metrics.observe(scope.get("method", "GET"), route_label(scope), status, seconds)
-            if self.access_log and access.isEnabledFor(logging.INFO):
-                log_request(scope, status, seconds)
-
-
-def log_request(scope: Scope, status: int, seconds: float) -> None:
-    ms = seconds * 1000
-    runtime = getattr(scope["app"].state, "runtime", None)
-    version = runtime.service.model_version if runtime is not None else None
-    key_id = getattr(scope.get(KEY), "key_id", None)
-    method = scope.get("method", "GET")
-    path = scope.get("path", "")
-    if scope.get("query_string"):
-        path += "?" + scope["query_string"].decode("latin-1")
-    client = scope.get("client")
-    access.info(
-        "%s %s %d %.1fms model=%s key=%s",
-        method,
-        path,
-        status,
-        ms,
-        version or "-",
-        key_id or "-",
-        extra={
-            "http": {
-                "method": method,
-                "path": path,
-                "status": status,
-                "duration_ms": round(ms, 3),
-                "model_version": version,
-                "key_id": key_id,
-                "client": client[0] if client else None,
-            }
-        },
-    )
+            if self.access_log is not None and self.access_log.wanted:
+                self.access_log.record(scope, status, seconds)
 
 
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
