@@ -1,4 +1,5 @@
-"""Wire schemas of the HTTP API (DESIGN.md §5), shared by the API and the demo's ingest path."""
+"""Wire schemas of the HTTP API (docs/api/), shared by the API, the client and the demo's ingest
+path."""
 
 from __future__ import annotations
 
