@@ -3,9 +3,8 @@
 Retrieval and ranking cost milliseconds per user; business rules (filters, boosts, diversity,
 exploration, paging, reasons) cost a fraction of that and must run per request. A feed keeps
 the first half, so that a request for a user whose feed is fresh runs the rules only, with no
-database read. This is the "batch recommendations" step of the data flow
-(docs/concepts/data-flow.md): feeds are built ahead of requests for the most active users, and
-on demand for the others.
+database read (docs/concepts/feeds.md): feeds are built ahead of requests for the most active
+users, and on demand for the others.
 
 A feed is only served while nothing it was built from has changed:
 
