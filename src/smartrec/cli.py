@@ -414,7 +414,7 @@ def keys_create(
         print(json.dumps({**key.as_dict(), "token": token}))
         return
     console.print(
-        f"key {key.key_id} ({', '.join(sorted(key.scopes))}) created. Its token, shown once:"
+        f"key {key.key_id} ({', '.join(key.as_dict()['scopes'])}) created. Its token, shown once:"
     )
     print(token)
     console.print("[dim]send it as 'Authorization: Bearer <token>'[/]")

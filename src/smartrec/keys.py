@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from cachetools import TTLCache
 
 from smartrec.errors import NotFound, ValidationFailed
+from smartrec.schemas import SCOPES
 from smartrec.storage.sql.keys import SqlKeyStore
 
-SCOPES = ("read", "ingest", "admin")
 PREFIX = "sr_"
 _DUMMY = hashlib.sha256(b"no such key").hexdigest()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 from pydantic import (
     AfterValidator,
@@ -120,6 +120,17 @@ TIMESTAMP_SCHEMA: dict[str, Any] = {
 
 #: The wire form of a timestamp (epoch milliseconds once validated).
 Timestamp = Annotated[int | None, WithJsonSchema(TIMESTAMP_SCHEMA)]
+
+
+@overload
+def from_epoch_ms(ms: int) -> datetime: ...
+@overload
+def from_epoch_ms(ms: None) -> None: ...
+@overload
+def from_epoch_ms(ms: int | None) -> datetime | None: ...
+def from_epoch_ms(ms: int | None) -> datetime | None:
+    """Stored epoch milliseconds -> the UTC datetime answers carry."""
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def to_epoch_ms(value: Any) -> int | None:
@@ -363,6 +374,7 @@ class EventsPage(BaseModel):
 
 # --------------------------------------------------------------------------- API keys
 Scope = Literal["read", "ingest", "admin"]
+#: The scopes, in the order answers list them.
 SCOPES: tuple[str, ...] = ("read", "ingest", "admin")
 
 

@@ -9,7 +9,6 @@ a route that declares none. With auth off every request passes as :data:`OPEN`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -19,6 +18,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from smartrec.api.problems import send_problem
 from smartrec.errors import Forbidden
 from smartrec.keys import ApiKey
 
@@ -117,7 +117,9 @@ class AuthMiddleware:
             return
         token = _bearer_token(scope)
         if token is None:
-            await _reject(send, 401, "Unauthorized", _MISSING, [(b"www-authenticate", b"Bearer")])
+            await send_problem(
+                send, 401, "Unauthorized", _MISSING, [(b"www-authenticate", b"Bearer")]
+            )
             return
         keys = scope["app"].state.runtime.keys
         key = keys.cached(token)
@@ -126,7 +128,7 @@ class AuthMiddleware:
 
             key = await anyio.to_thread.run_sync(keys.verify, token)
         if key is None:
-            await _reject(
+            await send_problem(
                 send,
                 401,
                 "Unauthorized",
@@ -137,7 +139,7 @@ class AuthMiddleware:
         wait = self.buckets.take(key)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
-            await _reject(
+            await send_problem(
                 send,
                 429,
                 "Too many requests",
@@ -163,28 +165,3 @@ def _bearer_token(scope: Scope) -> str | None:
                 return token.strip()
             return None
     return None
-
-
-async def _reject(
-    send: Send, status: int, title: str, detail: str, headers: list[tuple[bytes, bytes]]
-) -> None:
-    body = json.dumps(
-        {
-            "type": f"https://smartrec.dev/problems/{title.lower().replace(' ', '-')}",
-            "title": title,
-            "status": status,
-            "detail": detail,
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

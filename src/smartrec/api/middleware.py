@@ -3,7 +3,6 @@ and the access log."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from typing import Any
@@ -12,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smartrec.api.accesslog import AccessLog
 from smartrec.api.metrics import Metrics
+from smartrec.api.problems import send_problem
 
 
 class BodyLimit:
@@ -21,31 +21,15 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    def _too_large(self) -> bytes:
-        return json.dumps(
-            {
-                "type": "https://smartrec.dev/problems/payload-too-large",
-                "title": "Payload too large",
-                "status": 413,
-                "detail": f"request body over {self.max_bytes} bytes (SMARTREC_MAX_BODY_BYTES): "
-                "split it into smaller batches",
-                "limit_bytes": self.max_bytes,
-            }
-        ).encode()
-
     async def _reject(self, send: Send) -> None:
-        body = self._too_large()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+        await send_problem(
+            send,
+            413,
+            "Payload too large",
+            f"request body over {self.max_bytes} bytes (SMARTREC_MAX_BODY_BYTES): "
+            "split it into smaller batches",
+            limit_bytes=self.max_bytes,
         )
-        await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

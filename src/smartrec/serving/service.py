@@ -50,6 +50,7 @@ from smartrec.serving.state import (
 from smartrec.storage.ports import CatalogItem
 from smartrec.storage.sql import SqlStore
 from smartrec.storage.sql.records import erasure_key
+from smartrec.storage.sql.store import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ class RecommendationService:
         """The user and their events were erased (by this process): drop what it keeps of them,
         and stop using the served model's learned vector of the user (the next training has
         none). Other processes learn of it at their next event poll, or when they start."""
-        self._erased[erasure_key(user_id)] = int(time.time() * 1000)
+        self._erased[erasure_key(user_id)] = now_ms()
         self._feeds.invalidate(user_id)
         self._user_cache.clear()
 
@@ -259,7 +260,7 @@ class RecommendationService:
         fresh = {k: at for k, at in found.items() if self._erased.get(k) != at}
         if fresh:
             self._erased.update(fresh)
-            self._erasure_mark = max(self._erasure_mark, min(max(fresh.values()), _now_ms()))
+            self._erasure_mark = max(self._erasure_mark, min(max(fresh.values()), now_ms()))
         return len(fresh)
 
     def _erased_at(self, user_id: str) -> int | None:
@@ -1432,10 +1433,6 @@ class RecommendationService:
         page = fresh[:n]
         token = shown.after(r.item_id for r in page).encode() if len(fresh) > n else None
         return Results(page, version, token)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class _MaskTable:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -25,8 +23,10 @@ from smartrec.schemas import (
     ItemsPage,
     UserErased,
     UserOut,
+    from_epoch_ms,
     to_epoch_ms,
 )
+from smartrec.storage.sql.store import now_ms
 
 
 class _ItemPath(PathConvertor):
@@ -71,10 +71,6 @@ EventCursor = Annotated[
 ]
 
 
-def from_ms(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
 def item_out(row: dict[str, Any]) -> ItemOut:
     return ItemOut(
         item_id=row["item_id"],
@@ -83,9 +79,9 @@ def item_out(row: dict[str, Any]) -> ItemOut:
         attributes=dict(row["attributes"] or {}),
         text=row["text"],
         available=bool(row["available"]),
-        published_at=from_ms(row["published_at"]),
-        created_at=from_ms(row["created_at"]),
-        updated_at=from_ms(row["updated_at"]),
+        published_at=from_epoch_ms(row["published_at"]),
+        created_at=from_epoch_ms(row["created_at"]),
+        updated_at=from_epoch_ms(row["updated_at"]),
     )
 
 
@@ -139,7 +135,7 @@ def get_item(item_id: PathId, rt: RuntimeDep) -> ItemOut:
 async def delete_item(item_id: PathId, rt: RuntimeDep) -> ItemDeleted:
     """Take an item out of the catalogue: out of every answer of this server at once, of other
     replicas within their reload interval. Sending it again with ``POST /v1/items`` restores it."""
-    deleted = await run_in_threadpool(rt.records.delete_item, item_id, _now_ms())
+    deleted = await run_in_threadpool(rt.records.delete_item, item_id, now_ms())
     if not deleted:
         raise NotFound(f"no item {item_id!r}")
     await run_in_threadpool(rt.service.catalog_changed, [item_id])
@@ -166,7 +162,7 @@ def user_events(
             item_id=r["item_id"],
             type=r["type"],
             value=r["value"],
-            timestamp=from_ms(r["ts"]) or datetime.fromtimestamp(0, tz=UTC),
+            timestamp=from_epoch_ms(r["ts"]),
         )
         for r in page.rows
     ]
@@ -186,8 +182,8 @@ def get_user(user_id: PathId, rt: RuntimeDep) -> UserOut:
     return UserOut(
         user_id=row["user_id"],
         attributes=dict(row["attributes"] or {}),
-        created_at=from_ms(row["created_at"]),
-        updated_at=from_ms(row["updated_at"]),
+        created_at=from_epoch_ms(row["created_at"]),
+        updated_at=from_epoch_ms(row["updated_at"]),
         events=row["events"],
     )
 
@@ -202,12 +198,8 @@ async def erase_user(user_id: PathId, rt: RuntimeDep) -> UserErased:
     """Erasure: the user row and every event of the user are deleted (no later training sees
     them), and what this server cached of the user is dropped (other replicas drop theirs at
     their next event poll)."""
-    existed, events = await run_in_threadpool(rt.records.erase_user, user_id, _now_ms())
+    existed, events = await run_in_threadpool(rt.records.erase_user, user_id, now_ms())
     if not existed and not events:
         raise NotFound(f"no user {user_id!r}")
     rt.service.user_erased(user_id)
     return UserErased(user_id=user_id, erased_events=events, user_deleted=existed)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, status
@@ -13,7 +12,7 @@ from smartrec.api.deps import RuntimeDep
 from smartrec.api.problems import responses
 from smartrec.api.strict import StrictRoute
 from smartrec.keys import ApiKey
-from smartrec.schemas import KeyCreated, KeyIn, KeyOut, KeysOut
+from smartrec.schemas import SCOPES, KeyCreated, KeyIn, KeyOut, KeysOut, from_epoch_ms
 
 router = APIRouter(tags=["keys"], route_class=StrictRoute, dependencies=[ADMIN])
 KeyId = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$")]
@@ -23,12 +22,10 @@ def key_out(key: ApiKey) -> KeyOut:
     return KeyOut(
         key_id=key.key_id,
         name=key.name,
-        scopes=sorted(key.scopes, key=("read", "ingest", "admin").index),
+        scopes=[s for s in SCOPES if s in key.scopes],
         rate_limit=key.rate_limit,
-        created_at=datetime.fromtimestamp(key.created_at / 1000, tz=UTC),
-        revoked_at=None
-        if key.revoked_at is None
-        else datetime.fromtimestamp(key.revoked_at / 1000, tz=UTC),
+        created_at=from_epoch_ms(key.created_at),
+        revoked_at=from_epoch_ms(key.revoked_at),
     )
 
 
