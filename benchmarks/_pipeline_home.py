@@ -161,12 +161,12 @@ def prepare(
     from smartrec.api.runtime import build_registry
     from smartrec.config import Settings
     from smartrec.datasets.synthetic import generate
+    from smartrec.domain import CatalogItem
     from smartrec.models import create
     from smartrec.pipeline.core import fit_pipeline
     from smartrec.pipeline.spec import parse_spec
     from smartrec.registry import ModelBundle
     from smartrec.registry.mlflow_registry import CHAMPION
-    from smartrec.storage.ports import CatalogItem
     from smartrec.storage.sql import SqlStore
 
     timings: dict[str, float] = {}

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from smartrec.domain import CatalogItem
 from smartrec.pipeline.content import ContentIndex
-from smartrec.storage.ports import CatalogItem
 
 
 def item(k: int, title: str | None = None) -> CatalogItem:

@@ -7,10 +7,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from smartrec.domain import EventWeights
+from smartrec.domain import EventRecord, EventWeights
 from smartrec.errors import PayloadTooLarge, ValidationFailed
 from smartrec.schemas import EventIn, ItemIn, UserIn
-from smartrec.storage.ports import CatalogStore, EventRecord, EventStore
+from smartrec.storage.ports import CatalogStore, EventStore
 
 
 def event_id_for(user_id: str, item_id: str, event_type: str, ts_ms: int) -> str:

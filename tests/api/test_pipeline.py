@@ -878,7 +878,7 @@ def test_feeds_built_ahead_answer_without_ranking_or_a_database_read(
 def test_an_event_stored_by_another_process_drops_the_feed_at_the_next_poll(
     served: Served,
 ) -> None:
-    from smartrec.storage.ports import EventRecord
+    from smartrec.domain import EventRecord
 
     client = served.client
     service = runtime(client).service
@@ -936,7 +936,7 @@ def test_background_feed_build_and_event_poll(
 ) -> None:
     """In a running server: feeds are built after the install without a request, and an
     event stored by another process drops the user's feed within the poll interval."""
-    from smartrec.storage.ports import EventRecord
+    from smartrec.domain import EventRecord
 
     with ExitStack() as stack:
         client = open_client(

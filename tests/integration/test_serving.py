@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from smartrec.config import Settings
-from smartrec.domain import Interactions
+from smartrec.domain import EventRecord, Interactions
 from smartrec.models import create
 from smartrec.registry import ModelBundle, ModelRegistry
 from smartrec.serving.service import HISTORY_LIMIT, RecommendationService, TtlCache
-from smartrec.storage.ports import EventRecord
 from smartrec.storage.sql import SqlStore
 
 

@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from smartrec.storage.ports import EventRecord
+from smartrec.domain import EventRecord
 from smartrec.storage.sql import SqlStore
 from smartrec.storage.sql.migrate import current, downgrade
 from smartrec.storage.sql.schema import VERSION_TABLE, metadata

@@ -10,7 +10,7 @@ import pytest
 
 from smartrec.api.runtime import build_registry
 from smartrec.config import Settings
-from smartrec.storage.ports import EventRecord
+from smartrec.domain import EventRecord
 from smartrec.storage.sql import SqlStore
 from smartrec.training import Trainer
 

@@ -13,6 +13,7 @@ import pytest
 import scipy.sparse as sp
 from pydantic import ValidationError
 
+from smartrec.domain import CatalogItem
 from smartrec.errors import ModelError, NotFound, ValidationFailed
 from smartrec.pipeline import content as content_module
 from smartrec.pipeline.content import (
@@ -23,7 +24,6 @@ from smartrec.pipeline.content import (
     content_print,
     item_document,
 )
-from smartrec.storage.ports import CatalogItem
 
 
 def item(

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from smartrec.domain import CatalogItem
 from smartrec.errors import ValidationFailed
 from smartrec.pipeline import filters
 from smartrec.pipeline.filters import ItemFilter, parse_filter
-from smartrec.storage.ports import CatalogItem
 
 MS_2020 = int(datetime(2020, 1, 1, tzinfo=UTC).timestamp() * 1000)
 

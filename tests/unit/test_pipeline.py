@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from smartrec.datasets import generate
-from smartrec.domain import Interactions
+from smartrec.domain import CatalogItem, Interactions
 from smartrec.errors import ValidationFailed
 from smartrec.models import create
 from smartrec.pipeline import core
@@ -24,7 +24,6 @@ from smartrec.pipeline.core import (
     split_for_ranker,
 )
 from smartrec.pipeline.spec import PipelineSpec, load_spec, parse_spec
-from smartrec.storage.ports import CatalogItem
 
 SMALL_MODELS = {
     "als": {"factors": 16, "iterations": 5, "regularization": 1.0},

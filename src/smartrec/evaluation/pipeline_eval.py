@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from smartrec.domain import Interactions
+from smartrec.domain import CatalogItem, Interactions
 from smartrec.evaluation.protocol import (
     PROTOCOL_PARAMS,
     REFERENCE_NDCG,
@@ -42,7 +42,6 @@ from smartrec.pipeline.core import (
 )
 from smartrec.pipeline.diversity import category_vectors, mmr
 from smartrec.pipeline.spec import PipelineSpec, load_spec
-from smartrec.storage.ports import CatalogItem
 
 Progress = Callable[[str], None]
 TUNED_ALGORITHMS = ("ease", "als", "itemknn")

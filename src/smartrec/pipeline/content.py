@@ -40,8 +40,8 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from smartrec.domain import CatalogItem
 from smartrec.errors import ModelError, NotFound, ValidationFailed
-from smartrec.storage.ports import CatalogItem
 
 CONTENT_JSON = "content.json"
 CONTENT_NPZ = "content.npz"

@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from smartrec.domain import Interactions
+from smartrec.domain import CatalogItem, Interactions
 from smartrec.errors import ModelError
 from smartrec.models import Recommender, create
 from smartrec.pipeline.spec import PipelineSpec, RetrieverConfig, window_seconds
-from smartrec.storage.ports import CatalogItem
 
 log = logging.getLogger(__name__)
 

@@ -57,8 +57,8 @@ from typing import Any, Final
 
 import numpy as np
 
+from smartrec.domain import CatalogItem
 from smartrec.errors import ValidationFailed
-from smartrec.storage.ports import CatalogItem
 
 __all__ = [
     "MAX_COMPARISONS",

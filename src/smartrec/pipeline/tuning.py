@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from smartrec.domain import Interactions
+from smartrec.domain import CatalogItem, Interactions
 from smartrec.evaluation.metrics import ranking_metrics
 from smartrec.pipeline.core import (
     _ranker_rows,
@@ -26,7 +26,6 @@ from smartrec.pipeline.core import (
     train_ranker,
 )
 from smartrec.pipeline.spec import PipelineSpec
-from smartrec.storage.ports import CatalogItem
 
 log = logging.getLogger(__name__)
 K = 10

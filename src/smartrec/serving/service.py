@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from smartrec.config import Settings
+from smartrec.domain import CatalogItem
 from smartrec.errors import NotFound
 from smartrec.pipeline.core import COLD_EVENTS, Candidates, TrainedPipeline, UserQuery
 from smartrec.pipeline.diversity import cap_per_category, category_vectors, mmr
@@ -47,7 +48,6 @@ from smartrec.serving.state import (
     positive_first,
     visible,
 )
-from smartrec.storage.ports import CatalogItem
 from smartrec.storage.sql import SqlStore
 from smartrec.storage.sql.records import erasure_key
 from smartrec.storage.sql.store import now_ms

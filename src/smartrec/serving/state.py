@@ -18,10 +18,9 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import scipy.sparse as sp
 
-from smartrec.domain import EventWeights, IdMap
+from smartrec.domain import CatalogItem, EventWeights, IdMap
 from smartrec.errors import ValidationFailed
 from smartrec.registry import ModelBundle
-from smartrec.storage.ports import CatalogItem
 
 log = logging.getLogger(__name__)
 

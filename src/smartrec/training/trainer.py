@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from smartrec.config import Settings
-from smartrec.domain import IdMap, Interactions
+from smartrec.domain import CatalogItem, IdMap, Interactions
 from smartrec.errors import SmartrecError, TrainingError
 from smartrec.evaluation.metrics import ranking_metrics
 from smartrec.evaluation.splits import temporal_holdout
@@ -27,7 +27,6 @@ from smartrec.pipeline.core import TrainedPipeline, fit_pipeline, recommend_user
 from smartrec.pipeline.spec import PipelineSpec, load_spec, parse_spec
 from smartrec.registry import ModelBundle, ModelRegistry
 from smartrec.registry.mlflow_registry import CHAMPION
-from smartrec.storage.ports import CatalogItem
 from smartrec.storage.sql import SqlStore
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from sqlalchemy import Engine, create_engine, event, func, insert, select, updat
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from smartrec.domain import CatalogItem, EventRecord, EventSnapshot
 from smartrec.errors import ConfigError
-from smartrec.storage.ports import CatalogItem, EventRecord, EventSnapshot
 from smartrec.storage.sql import schema
 
 
