@@ -1,5 +1,5 @@
 """Storage ports (Protocols) and their adapters; drivers are imported inside adapters only."""
 
-from smartrec.storage.ports import CatalogStore, EventStore, JobStore
+from smartrec.storage.ports import CatalogStore, EventStore, JobStore, Store
 
-__all__ = ["CatalogStore", "EventStore", "JobStore"]
+__all__ = ["CatalogStore", "EventStore", "JobStore", "Store"]
