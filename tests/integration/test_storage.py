@@ -199,8 +199,9 @@ def test_jobs_with_a_stale_heartbeat_are_failed_from_any_host(db_url: str) -> No
 def test_read_back_deletion_erasure_and_keys(db_url: str) -> None:
     """The read-back, deletion, erasure and key tables on both databases (PostgreSQL's
     category filter is a jsonb containment)."""
+    from smartrec.domain.clock import erasure_key
     from smartrec.storage.sql.keys import SqlKeyStore
-    from smartrec.storage.sql.records import RecordStore, erasure_key
+    from smartrec.storage.sql.records import RecordStore
 
     store = SqlStore(db_url)
     store.migrate()

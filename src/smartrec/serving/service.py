@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from smartrec.config import Settings
 from smartrec.domain import CatalogItem
+from smartrec.domain.clock import erasure_key, now_ms
 from smartrec.errors import NotFound
 from smartrec.pipeline.core import COLD_EVENTS, Candidates, TrainedPipeline, UserQuery
 from smartrec.pipeline.diversity import cap_per_category, category_vectors, mmr
@@ -49,8 +50,6 @@ from smartrec.serving.state import (
     visible,
 )
 from smartrec.storage.sql import SqlStore
-from smartrec.storage.sql.records import erasure_key
-from smartrec.storage.sql.store import now_ms
 
 log = logging.getLogger(__name__)
 

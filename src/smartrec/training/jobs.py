@@ -11,8 +11,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from smartrec.domain.clock import now_ms
 from smartrec.errors import NotFound, NotReady, SmartrecError
-from smartrec.storage.sql.store import SqlStore, now_ms
+from smartrec.storage.sql.store import SqlStore
 from smartrec.training.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from smartrec.api.deps import RuntimeDep
 from smartrec.api.problems import responses
 from smartrec.api.routers.recommendations import PathId
 from smartrec.api.strict import StrictRoute
+from smartrec.domain.clock import now_ms
 from smartrec.errors import NotFound, ValidationFailed
 from smartrec.schemas import (
     TIMESTAMP_SCHEMA,
@@ -26,7 +27,6 @@ from smartrec.schemas import (
     from_epoch_ms,
     to_epoch_ms,
 )
-from smartrec.storage.sql.store import now_ms
 
 
 class _ItemPath(PathConvertor):

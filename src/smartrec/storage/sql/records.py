@@ -8,13 +8,13 @@ item id; an event's time and id), so any cursor a client sends has a meaning.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, or_, select, text, update
 
+from smartrec.domain.clock import erasure_key
 from smartrec.errors import ValidationFailed
 from smartrec.storage.sql import schema
 
@@ -26,12 +26,6 @@ if TYPE_CHECKING:
 class Page:
     rows: list[dict[str, Any]]
     next_cursor: str | None
-
-
-def erasure_key(user_id: str) -> str:
-    """What is kept of an erased user: a hash of the id, enough to recognise the id when a
-    model trained before the erasure is asked about it."""
-    return hashlib.sha256(("smartrec-erasure\x1f" + user_id).encode()).hexdigest()
 
 
 def event_cursor(ts: int, event_id: str) -> str:

@@ -22,12 +22,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from smartrec.domain import CatalogItem, EventRecord, EventSnapshot
+from smartrec.domain.clock import now_ms
 from smartrec.errors import ConfigError
 from smartrec.storage.sql import schema
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def normalise_url(url: str) -> str:
