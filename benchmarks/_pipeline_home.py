@@ -158,7 +158,6 @@ def prepare(
     home.mkdir(parents=True, exist_ok=True)
     os.environ["SMARTREC_HOME"] = str(home)
     os.environ.pop("SMARTREC_DATABASE_URL", None)
-    from smartrec.api.runtime import build_registry
     from smartrec.config import Settings
     from smartrec.datasets.synthetic import generate
     from smartrec.domain import CatalogItem
@@ -167,6 +166,7 @@ def prepare(
     from smartrec.pipeline.spec import parse_spec
     from smartrec.registry import ModelBundle
     from smartrec.registry.mlflow_registry import CHAMPION
+    from smartrec.runtime import build_registry
     from smartrec.storage.sql import SqlStore
 
     timings: dict[str, float] = {}
@@ -306,8 +306,8 @@ def profile(home: Path, user_ids: list[str], requests: int, seed: int) -> str:
     os.environ["SMARTREC_HOME"] = str(home)
     os.environ.pop("SMARTREC_DATABASE_URL", None)
     from smartrec.api.routers.recommendations import answer_body
-    from smartrec.api.runtime import Runtime
     from smartrec.config import Settings
+    from smartrec.runtime import Runtime
 
     settings = Settings(home=home, reload_interval_s=0)
     rt = Runtime.build(settings)

@@ -47,8 +47,8 @@ def main() -> None:
         raise SystemExit(f"{home}: run benchmarks/serve.py --pipeline first (it prepares it)")
     os.environ.pop("SMARTREC_DATABASE_URL", None)
     from smartrec.api.routers.recommendations import answer_body
-    from smartrec.api.runtime import Runtime
     from smartrec.config import Settings
+    from smartrec.runtime import Runtime
 
     settings = Settings(
         home=home, reload_interval_s=0, feed_precompute_users=0, feed_poll_interval_s=0

@@ -74,7 +74,7 @@ def _check_auth(settings: Settings) -> None:
     """Refuse, in one line and before any worker starts, to serve with keys required and none
     to use (each server process checks again at start)."""
     if settings.auth_required:
-        from smartrec.api.runtime import require_keys
+        from smartrec.runtime import require_keys
 
         require_keys(settings, _key_store(settings))
 
@@ -129,7 +129,7 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Train, evaluate on the newest events, register in MLflow, promote if better."""
-    from smartrec.api.runtime import Runtime
+    from smartrec.runtime import Runtime
 
     settings = _settings(config)
     runtime = Runtime.build(settings)
@@ -283,7 +283,7 @@ def tune(
 ) -> None:
     """Search the models' hyperparameters on a validation split of the stored events; the
     chosen values are logged to MLflow and become the defaults of the next training."""
-    from smartrec.api.runtime import Runtime
+    from smartrec.runtime import Runtime
 
     settings = _settings(config)
     runtime = Runtime.build(settings)
@@ -319,9 +319,9 @@ def import_(
     config: ConfigOpt = None,
 ) -> None:
     """Load a public dataset into the catalog and event log through the ingest path."""
-    from smartrec.api.runtime import Runtime
     from smartrec.datasets.movielens import load_movielens_100k
     from smartrec.demo import ingest_movielens
+    from smartrec.runtime import Runtime
 
     if dataset != "movielens-100k":
         raise typer.BadParameter("only movielens-100k is available")
@@ -344,8 +344,8 @@ def demo(
     retrain: Annotated[bool, typer.Option(help="Train again even if a champion exists.")] = False,
 ) -> None:
     """MovieLens-100K end to end: ingest, train, register, serve on embedded defaults."""
-    from smartrec.api.runtime import Runtime
     from smartrec.demo import print_where_to_look, run_demo
+    from smartrec.runtime import Runtime
 
     settings = _settings(config, host=host, port=port)
     runtime = Runtime.build(settings)

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from smartrec.api.runtime import Runtime
 from smartrec.datasets.movielens import MovieLens, load_movielens_100k
+from smartrec.runtime import Runtime
 from smartrec.schemas import EventIn, ItemIn, UserIn
 
 T = TypeVar("T")

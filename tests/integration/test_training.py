@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from smartrec.api.runtime import build_registry
 from smartrec.config import Settings
 from smartrec.domain import EventRecord
+from smartrec.runtime import build_registry
 from smartrec.storage.sql import SqlStore
 from smartrec.training import Trainer
 

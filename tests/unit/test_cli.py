@@ -35,8 +35,8 @@ def test_tune_command_logs_choices_the_next_training_uses(home_with_events: Path
     result = CliRunner().invoke(app, ["tune", "--budget", "6"])
     assert result.exit_code == 0, result.output
     assert "ease" in result.output and "logged to MLflow" in result.output
-    from smartrec.api.runtime import Runtime
     from smartrec.config import Settings
+    from smartrec.runtime import Runtime
     from smartrec.training.tune import load_tuned_params
 
     runtime = Runtime.build(Settings(home=home_with_events))

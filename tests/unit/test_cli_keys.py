@@ -51,9 +51,9 @@ def test_demo_prints_a_fresh_key_and_revokes_the_last(tmp_path: Path) -> None:
 
     from rich.console import Console
 
-    from smartrec.api.runtime import Runtime
     from smartrec.cli import _demo_key
     from smartrec.demo import print_where_to_look
+    from smartrec.runtime import Runtime
 
     runtime = Runtime.build(Settings(home=tmp_path))
     runtime.store.migrate()

@@ -16,8 +16,8 @@ from smartrec.api.fastlane import FeedLane
 from smartrec.api.metrics import Metrics
 from smartrec.api.middleware import BodyLimit, MetricsMiddleware
 from smartrec.api.routers import catalog, health, ingest, keys, models, recommendations, training
-from smartrec.api.runtime import Runtime
 from smartrec.config import Settings
+from smartrec.runtime import Runtime
 from smartrec.schemas import NO_NUL
 
 DESCRIPTION = """Self-hostable smart recommendation engine.

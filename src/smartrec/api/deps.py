@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from smartrec.api.metrics import Metrics
-from smartrec.api.runtime import Runtime
+from smartrec.runtime import Runtime
 
 
 # Async on purpose: FastAPI runs a plain-def dependency in the thread pool, a hop per request.

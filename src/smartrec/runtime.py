@@ -1,4 +1,7 @@
-"""Everything one API process holds, built from settings (no import-time singletons)."""
+"""Everything one smartrec process holds, built from settings (no import-time singletons).
+
+Outside the HTTP package so that the CLI, the demo and workers build the same wiring without
+importing `smartrec.api`."""
 
 from __future__ import annotations
 
