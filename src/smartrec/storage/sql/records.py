@@ -2,46 +2,24 @@
 
 Apart from :class:`~smartrec.storage.sql.store.SqlStore` (which owns the write and serving
 paths) so that each module keeps one concern; it shares the store's engine and write lock.
-Pages are keyset-paginated (no OFFSET): a cursor is the last row's sort key, in plain text (an
-item id; an event's time and id), so any cursor a client sends has a meaning.
+Pages are keyset-paginated (no OFFSET): see :mod:`smartrec.storage.paging`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, or_, select, text, update
 
 from smartrec.domain.clock import erasure_key
-from smartrec.errors import ValidationFailed
+from smartrec.storage.paging import Page, event_cursor, parse_event_cursor
 from smartrec.storage.sql import schema
 
 if TYPE_CHECKING:
     from smartrec.storage.sql.store import SqlStore
 
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    rows: list[dict[str, Any]]
-    next_cursor: str | None
-
-
-def event_cursor(ts: int, event_id: str) -> str:
-    """``<event time in ms>:<event id>`` of the last event of a page."""
-    return f"{ts}:{event_id}"
-
-
-def parse_event_cursor(cursor: str) -> tuple[int, str]:
-    ts, sep, event_id = cursor.partition(":")
-    digits = ts[1:] if ts.startswith("-") else ts
-    if not sep or not digits.isdigit() or len(digits) > 15 or not event_id:
-        raise ValidationFailed(
-            "cursor is '<epoch ms>:<event id>': pass next_cursor from the previous page",
-            field="cursor",
-        )
-    return int(ts), event_id
+__all__ = ["Page", "RecordStore", "event_cursor", "parse_event_cursor"]
 
 
 class RecordStore:

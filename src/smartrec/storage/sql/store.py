@@ -7,11 +7,9 @@ batch writes nothing.
 
 from __future__ import annotations
 
-import os
 import socket
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -20,11 +18,24 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from smartrec.domain import CatalogItem, EventRecord, EventSnapshot
 from smartrec.domain.clock import now_ms
 from smartrec.errors import ConfigError
+from smartrec.storage.jobs import UNFINISHED, is_orphan, worker_id
 from smartrec.storage.sql import schema
+
+__all__ = ["RETRIES", "SqlStore", "normalise_url", "worker_id"]
+
+#: Attempts of one event batch when the database answers with a transient error.
+RETRIES = 3
 
 
 def normalise_url(url: str) -> str:
@@ -33,6 +44,18 @@ def normalise_url(url: str) -> str:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A deadlock, a serialization failure or a busy SQLite database: worth another attempt.
+    Anything else (a constraint, a bad value, a lost server) is raised at once."""
+    if not isinstance(exc, (OperationalError, sqlite3.OperationalError)):
+        return False
+    orig = getattr(exc, "orig", exc)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code in ("40P01", "40001"):  # deadlock_detected, serialization_failure
+        return True
+    return "database is locked" in str(orig)
 
 
 class SqlStore:
@@ -277,17 +300,21 @@ class SqlStore:
         rows = sorted(unique.values(), key=lambda e: e.event_id)
         users = sorted({e.user_id for e in rows})
         items = sorted({e.item_id for e in rows})
-        write = self._add_events_pg if self.dialect == "postgresql" else self._add_events_sqlite
-        for attempt in range(RETRIES):
-            try:
-                with self._write_lock:
-                    inserted = write(rows, users, items, now_ms())
-                break
-            except (OperationalError, sqlite3.OperationalError) as exc:
-                if attempt + 1 == RETRIES or not _transient(exc):
-                    raise
-                time.sleep(0.01 * (attempt + 1))
+        inserted = self._write_events(rows, users, items)
         return inserted, in_batch_dupes + (len(rows) - inserted)
+
+    @retry(
+        retry=retry_if_exception(_transient),
+        stop=stop_after_attempt(RETRIES),
+        # 10 ms, 20 ms, ... plus up to 10 ms of jitter, so that racing batches spread out.
+        wait=wait_exponential(multiplier=0.01, max=1.0) + wait_random(0, 0.01),
+        reraise=True,
+    )
+    def _write_events(self, rows: list[EventRecord], users: list[str], items: list[str]) -> int:
+        """One attempt: one transaction, rolled back whole on failure (then retried above)."""
+        write = self._add_events_pg if self.dialect == "postgresql" else self._add_events_sqlite
+        with self._write_lock:
+            return write(rows, users, items, now_ms())
 
     def _add_events_pg(
         self, rows: list[EventRecord], users: list[str], items: list[str], ts: int
@@ -477,7 +504,7 @@ class SqlStore:
         with self._write_lock, self.engine.begin() as conn:
             conn.execute(
                 update(jobs)
-                .where(jobs.c.job_id.in_(list(job_ids)), jobs.c.status.in_(["queued", "running"]))
+                .where(jobs.c.job_id.in_(list(job_ids)), jobs.c.status.in_(UNFINISHED))
                 .values(heartbeat_at=now_ms())
             )
 
@@ -490,47 +517,19 @@ class SqlStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(jobs.c.job_id, jobs.c.worker, jobs.c.heartbeat_at).where(
-                    jobs.c.status.in_(["queued", "running"])
+                    jobs.c.status.in_(UNFINISHED)
                 )
             ).all()
-        orphans = [
-            job_id
-            for job_id, worker, beat in rows
-            if _orphaned(worker, host)
-            or (oldest is not None and beat is not None and beat < oldest)
-        ]
+        orphans = [job_id for job_id, worker, beat in rows if is_orphan(worker, beat, host, oldest)]
         if not orphans:
             return 0
         with self._write_lock, self.engine.begin() as conn:
             result = conn.execute(
                 update(jobs)
-                .where(jobs.c.job_id.in_(orphans), jobs.c.status.in_(["queued", "running"]))
+                .where(jobs.c.job_id.in_(orphans), jobs.c.status.in_(UNFINISHED))
                 .values(status="failed", error=reason, finished_at=now_ms())
             )
         return int(result.rowcount or 0)
-
-
-RETRIES = 3
-
-
-def worker_id() -> str:
-    """``host:pid`` of the process that owns a job."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _orphaned(worker: str | None, host: str) -> bool:
-    if not worker:
-        return False
-    worker_host, _, pid = worker.rpartition(":")
-    if worker_host != host or not pid.isdigit():
-        return False  # another machine's job: only that machine can tell
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 _PG_USERS = """
@@ -568,14 +567,6 @@ _SQLITE_EVENTS = (
     "INSERT INTO events (event_id, user_id, item_id, type, value, ts, received_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
 )
-
-
-def _transient(exc: Exception) -> bool:
-    orig = getattr(exc, "orig", exc)
-    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if code in ("40P01", "40001"):  # deadlock_detected, serialization_failure
-        return True
-    return "database is locked" in str(orig)
 
 
 def _last_wins(rows: Sequence[dict[str, Any]], key: str) -> list[dict[str, Any]]:
