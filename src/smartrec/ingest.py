@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from smartrec.domain import EventRecord, EventWeights
+from smartrec.domain.clock import now_ms as clock_ms
 from smartrec.errors import PayloadTooLarge, ValidationFailed
 from smartrec.schemas import EventIn, ItemIn, UserIn
 from smartrec.storage.ports import CatalogStore, EventStore
@@ -84,7 +84,7 @@ class Ingestor:
             for i, e in enumerate(events)
             if e.value is None and e.type in self.weights.value_types
         ]
-        now = int(time.time() * 1000) if now_ms is None else now_ms
+        now = clock_ms() if now_ms is None else now_ms
         latest = now + self.max_future_skew_ms
         errors += [
             FieldError(

@@ -1,9 +1,9 @@
 """Small Protocols for each storage concern, so that adapters can be swapped by URL.
 
 Serving, training, the job runner and the runtime depend on these, never on an adapter: every
-call they make on a store is declared here. ``storage/memory.py`` (in-process), ``storage/sql``
-(SQLite, PostgreSQL) implement them and pass the same contract suite
-(``tests/contract/test_store_contract.py``).
+call they make on a store is declared here. ``storage/memory`` (in-process), ``storage/sql``
+(SQLite, PostgreSQL) implement them and pass the same contract suite (``tests/contract``).
+``storage.open_store(url)`` picks the adapter by URL.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from smartrec.domain.records import CatalogItem, EventRecord, EventSnapshot
+from smartrec.storage.paging import Page
 
 
 class CatalogStore(Protocol):
@@ -75,3 +76,59 @@ class Store(CatalogStore, EventStore, JobStore, Protocol):
     def close(self) -> None: ...
     def ping(self) -> bool: ...
     def lock(self, name: str) -> AbstractContextManager[None]: ...
+
+
+class RecordStore(Protocol):
+    """Read-back, item deletion and user erasure: what the catalogue and user routers call.
+
+    Rows are plain dicts with the columns of the adapter's tables (``items``: item_id, title,
+    categories, attributes, text, available, published_at, placeholder, created_at, updated_at,
+    deleted_at; events: event_id, user_id, item_id, type, value, ts).
+    """
+
+    def get_item(self, item_id: str) -> dict[str, Any] | None:
+        """The item, or None when there is none or it was deleted."""
+        ...
+
+    def list_items(
+        self,
+        limit: int,
+        cursor: str | None = None,
+        category: str | None = None,
+        updated_since_ms: int | None = None,
+    ) -> Page:
+        """Undeleted items ordered by id after ``cursor`` (placeholders included)."""
+        ...
+
+    def delete_item(self, item_id: str, now_ms: int) -> bool:
+        """Tombstone the item (its events stay); False when there is no undeleted one."""
+        ...
+
+    def get_user(self, user_id: str) -> dict[str, Any] | None:
+        """The user row plus ``events`` (how many the user has), or None."""
+        ...
+
+    def user_events(self, user_id: str, limit: int, cursor: str | None = None) -> Page:
+        """The user's events newest first (by time, then id), after ``cursor``."""
+        ...
+
+    def erase_user(self, user_id: str, now_ms: int) -> tuple[bool, int]:
+        """Delete the user and every event of the user, and record the erasure (see
+        ``EventStore.erasures``). Returns (user row existed, events deleted)."""
+        ...
+
+
+class KeyStore(Protocol):
+    """API keys: hashed secrets and scopes, never the token itself."""
+
+    def add(self, row: dict[str, Any]) -> None: ...
+    def get(self, key_id: str) -> dict[str, Any] | None: ...
+    def all(self) -> list[dict[str, Any]]:
+        """Every key, oldest first (by ``created_at``, then ``key_id``)."""
+        ...
+
+    def revoke(self, key_id: str, now_ms: int) -> bool:
+        """False when there is no such key or it was revoked already."""
+        ...
+
+    def count_active(self) -> int: ...
