@@ -12,7 +12,6 @@ import pytest
 from smartrec.config import Settings
 from smartrec.datasets import generate
 from smartrec.registry import ModelRegistry
-from smartrec.training.trainer import Validation
 from smartrec.training.tune import (
     KIND_TAG,
     TUNED_ARTIFACT,
@@ -24,6 +23,7 @@ from smartrec.training.tune import (
     log_tuning,
     tune,
 )
+from smartrec.training.validation import Validation
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from smartrec.domain.clock import now_ms
 from smartrec.errors import NotFound, NotReady, SmartrecError
-from smartrec.storage.sql.store import SqlStore
+from smartrec.storage.ports import Store
 from smartrec.training.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class JobRunner:
     def __init__(
         self,
         trainer: Trainer,
-        store: SqlStore,
+        store: Store,
         on_success: Callable[[TrainResult], None] | None = None,
         stale_after_s: float = 300.0,
     ) -> None:

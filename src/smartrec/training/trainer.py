@@ -14,41 +14,32 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-import scipy.sparse as sp
-
 from smartrec.config import Settings
 from smartrec.domain import CatalogItem, IdMap, Interactions
 from smartrec.errors import SmartrecError, TrainingError
 from smartrec.evaluation.metrics import ranking_metrics
-from smartrec.evaluation.splits import temporal_holdout
 from smartrec.models import Recommender, create
 from smartrec.pipeline.core import TrainedPipeline, fit_pipeline, recommend_users
 from smartrec.pipeline.spec import PipelineSpec, load_spec, parse_spec
 from smartrec.registry import ModelBundle, ModelRegistry
 from smartrec.registry.mlflow_registry import CHAMPION
-from smartrec.storage.sql import SqlStore
+from smartrec.storage.ports import Store
+from smartrec.training.tune import (
+    TuneResult,
+    apply_tuned,
+    explicit_models,
+    load_tuned_params,
+    log_tuning,
+    temporal_validation,
+    tune,
+)
+from smartrec.training.validation import K, Validation, evaluate, temporal_split
 
 log = logging.getLogger(__name__)
 
-K = 10
 #: The candidate name of the multi-stage pipeline among the single models.
 PIPELINE = "pipeline"
 Progress = Callable[[str], None]
-
-
-@dataclass
-class Validation:
-    """The time split shared by every candidate and by the champion it must beat."""
-
-    train: Interactions
-    users: np.ndarray  # internal indices of users evaluated
-    relevant: sp.csr_matrix  # len(users) x n_items
-    cutoff_time: float
-
-    @property
-    def n_users(self) -> int:
-        return len(self.users)
 
 
 @dataclass
@@ -73,7 +64,7 @@ class TrainResult:
 
 
 class Trainer:
-    def __init__(self, settings: Settings, store: SqlStore, registry: ModelRegistry) -> None:
+    def __init__(self, settings: Settings, store: Store, registry: ModelRegistry) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
@@ -107,43 +98,13 @@ class Trainer:
         )
 
     def split(self, data: Interactions) -> Validation:
-        """Hold out the newest events; relevant = new positive items of users seen before."""
-        mask = temporal_holdout(data.event_times, self.settings.validation_fraction)
-        train = data.subset_events(mask)
-        held = ~mask
-        cutoff = float(data.event_times[held].min()) if held.any() else data.reference_time
-        positive = held & (data.event_weights > 0)
-        rel = sp.csr_matrix(
-            (
-                np.ones(int(positive.sum()), dtype=np.float32),
-                (data.event_users[positive], data.event_items[positive]),
-            ),
-            shape=(data.n_users, data.n_items),
-        )
-        rel.sum_duplicates()
-        rel.data[:] = 1.0
-        # Only items the user had not touched before the cutoff can be "new" relevant ones.
-        rel = rel - rel.multiply(train.seen)
-        rel.eliminate_zeros()
-        rel = sp.csr_matrix(rel)
-        has_history = np.diff(train.matrix.indptr) > 0
-        has_relevant = np.diff(rel.indptr) > 0
-        users = np.flatnonzero(has_history & has_relevant)
-        return Validation(train=train, users=users, relevant=rel[users], cutoff_time=cutoff)
+        """Hold out the newest events (``validation_fraction``); see :func:`temporal_split`."""
+        return temporal_split(data, self.settings.validation_fraction)
 
     # ----------------------------------------------------------------- scoring
     @staticmethod
     def evaluate(model: Recommender, val: Validation, batch: int = 1024) -> dict[str, float]:
-        if val.n_users == 0:
-            return {}
-        recs = []
-        for start in range(0, val.n_users, batch):
-            users = val.users[start : start + batch]
-            ids, _ = model.recommend(
-                val.train.matrix[users], K, users=users, exclude=val.train.seen[users]
-            )
-            recs.append(ids)
-        return ranking_metrics(np.vstack(recs), val.relevant, K, n_items=val.train.n_items)
+        return evaluate(model, val, batch)
 
     def _fit_and_score(
         self, name: str, params: dict[str, Any], val: Validation
@@ -189,14 +150,12 @@ class Trainer:
         progress: Progress | None = None,
         data: Interactions | None = None,
         trials: int | None = None,
-    ) -> Any:
+    ) -> TuneResult:
         """Tune the models (60 % of the budget when the pipeline is on) then the pipeline's
         ranking stage on the trainer's own validation split; log the choices to MLflow, where
         the next training finds them. ``trials`` caps each study (reproducible choices when the
         budget reaches the cap). Returns the TuneResult (ranking choices under
         ``best_params["pipeline"]``)."""
-        from smartrec.training.tune import apply_tuned, log_tuning, tune
-
         say = progress or (lambda msg: log.info(msg))
         configs = dict(self.settings.models)
         names = algorithms or list(configs)
@@ -215,7 +174,6 @@ class Trainer:
         )
         if self.settings.pipeline_enabled:
             from smartrec.pipeline.tuning import tune_pipeline
-            from smartrec.training.tune import temporal_validation
 
             tuned_models = apply_tuned(configs, result.best_params, {})
             fraction = self.settings.validation_fraction
@@ -240,8 +198,6 @@ class Trainer:
     ) -> dict[str, dict[str, Any]]:
         """The configured models with tuned values where the configuration does not pin them;
         tunes first (on ``data``, the run's snapshot) when ``tune_budget_s`` is set."""
-        from smartrec.training.tune import apply_tuned, explicit_models, load_tuned_params
-
         configs = dict(self.settings.models)
         if budget_s > 0:
             self.tune(budget_s, progress=say, data=data)

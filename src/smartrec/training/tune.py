@@ -1,8 +1,9 @@
 """Hyperparameter tuning with optuna, judged on a time split of the training data only.
 
 Why a split of the training data: the caller's own test window must stay unseen, so the newest
-share of the *given* events is held out exactly as :meth:`Trainer.split` does for model choice
-(users with earlier history, their new positive items relevant). Every algorithm gets one
+share of the *given* events is held out exactly as the trainer does for model choice
+(:func:`~smartrec.training.validation.temporal_split`: users with earlier history, their new
+positive items relevant). Every algorithm gets one
 seeded TPE study; its current defaults are always the first trial, so the chosen parameters are
 never worse than the defaults on that split (ties keep the defaults).
 
@@ -30,17 +31,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from smartrec.config import Settings
 from smartrec.domain import Interactions
 from smartrec.errors import ModelError, TrainingError
 from smartrec.models import create, get_algorithm
 from smartrec.registry import ModelRegistry
-from smartrec.training.trainer import Trainer, Validation
+from smartrec.training.validation import Validation, evaluate, temporal_split
 
 if TYPE_CHECKING:
     import optuna
+    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -163,18 +165,16 @@ class TuneResult:
 # --------------------------------------------------------------------------- the split
 def temporal_validation(data: Interactions, fraction: float = 0.1) -> Validation:
     """The trainer's own split of ``data`` (nothing outside it), so tuning and training judge
-    models on the same kind of window; delegated rather than copied so the two cannot drift."""
+    models on the same kind of window; shared rather than copied so the two cannot drift."""
     if not 0.0 < fraction < 1.0:
         raise ValueError("validation fraction must be in (0, 1)")
-    # Trainer.split reads only settings.validation_fraction; model_construct skips env/files.
-    settings = Settings.model_construct(validation_fraction=fraction)
-    return Trainer(settings, cast(Any, None), cast(Any, None)).split(data)
+    return temporal_split(data, fraction)
 
 
 def fit_and_evaluate(algorithm: str, params: dict[str, Any], val: Validation) -> dict[str, float]:
     """Default ``evaluate_fn``: fit on the split's older part, rank metrics at K=10."""
     model = create(algorithm, **params).fit(val.train)
-    return Trainer.evaluate(model, val)
+    return evaluate(model, val)
 
 
 def _package_defaults(algorithm: str) -> dict[str, Any]:
@@ -343,7 +343,7 @@ class _Search:
         expected = max(durations) if durations else 0.0
         return time.monotonic() + expected > self.share_end
 
-    def _stop_before_overrun(self, study: optuna.Study, _trial: Any) -> None:
+    def _stop_before_overrun(self, study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
         if self._would_overrun():
             study.stop()
 
@@ -417,8 +417,11 @@ def _summarise(
 
 # --------------------------------------------------------------------------- MLflow
 def _client_and_experiment(
-    registry_or_client: ModelRegistry | Any, experiment: str | None, *, create_missing: bool
-) -> tuple[Any, str | None]:
+    registry_or_client: ModelRegistry | MlflowClient,
+    experiment: str | None,
+    *,
+    create_missing: bool,
+) -> tuple[MlflowClient, str | None]:
     """(client, experiment id or None when it does not exist and may not be created)."""
     if isinstance(registry_or_client, ModelRegistry):
         registry = registry_or_client
@@ -441,7 +444,9 @@ def _client_and_experiment(
 
 
 def log_tuning(
-    result: TuneResult, registry_or_client: ModelRegistry | Any, experiment: str | None = None
+    result: TuneResult,
+    registry_or_client: ModelRegistry | MlflowClient,
+    experiment: str | None = None,
 ) -> str:
     """Log ``result`` as one finished MLflow run and return its id.
 
@@ -451,6 +456,8 @@ def log_tuning(
     from mlflow.entities import Metric, Param
 
     client, exp_id = _client_and_experiment(registry_or_client, experiment, create_missing=True)
+    if exp_id is None:  # create_missing=True never gives None; the check is for the type
+        raise TrainingError(f"MLflow experiment {experiment!r} could not be created")
     tags = {
         KIND_TAG: TUNING_KIND,
         "smartrec.objective_metric": result.objective_metric,
@@ -487,7 +494,7 @@ def log_tuning(
 
 
 def load_tuned_params(
-    registry_or_client: ModelRegistry | Any, experiment: str | None = None
+    registry_or_client: ModelRegistry | MlflowClient, experiment: str | None = None
 ) -> dict[str, dict[str, Any]]:
     """Chosen params of the newest FINISHED tuning run (``{}`` when there is none)."""
     client, exp_id = _client_and_experiment(registry_or_client, experiment, create_missing=False)
