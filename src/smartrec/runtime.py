@@ -16,9 +16,7 @@ from smartrec.ingest import Ingestor
 from smartrec.keys import ApiKeys
 from smartrec.registry import ModelRegistry
 from smartrec.serving import RecommendationService
-from smartrec.storage.sql import SqlStore
-from smartrec.storage.sql.keys import SqlKeyStore
-from smartrec.storage.sql.records import RecordStore
+from smartrec.storage import RecordStore, Store, key_store, open_store, record_store
 from smartrec.training import JobRunner, Trainer, TrainResult
 from smartrec.training.jobs import STALE_REASON
 
@@ -28,7 +26,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Runtime:
     settings: Settings
-    store: SqlStore
+    store: Store
     registry: ModelRegistry
     ingestor: Ingestor
     service: RecommendationService
@@ -40,7 +38,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         settings.ensure_home()
-        store = SqlStore(settings.resolved_database_url)
+        store = open_store(settings.resolved_database_url)
         registry = build_registry(settings)
         ingestor = Ingestor(
             store, store, settings.weights, settings.max_batch_size, settings.max_future_skew_s
@@ -55,9 +53,9 @@ class Runtime:
         jobs = JobRunner(
             trainer, store, on_success=after_training, stale_after_s=settings.job_stale_after_s
         )
-        keys = ApiKeys(SqlKeyStore(store), ttl_s=settings.auth_cache_ttl_s)
+        keys = ApiKeys(key_store(store), ttl_s=settings.auth_cache_ttl_s)
         return cls(
-            settings, store, registry, ingestor, service, trainer, jobs, keys, RecordStore(store)
+            settings, store, registry, ingestor, service, trainer, jobs, keys, record_store(store)
         )
 
     def start(self) -> None:
@@ -111,8 +109,9 @@ def require_keys(settings: Settings, keys: ApiKeys) -> None:
 
 
 @contextmanager
-def startup_lock(settings: Settings, store: SqlStore) -> Iterator[None]:
-    """A file lock under the home (same machine) plus, on PostgreSQL, an advisory lock."""
+def startup_lock(settings: Settings, store: Store) -> Iterator[None]:
+    """A file lock under the home (processes of one machine) plus the store's own lock (every
+    process using that database: an advisory lock on PostgreSQL)."""
     import fcntl
 
     home = settings.resolved_home
@@ -120,9 +119,6 @@ def startup_lock(settings: Settings, store: SqlStore) -> Iterator[None]:
     with open(home / ".startup.lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            if store.dialect != "postgresql":
-                yield
-                return
             with store.lock("smartrec-startup"):
                 yield
         finally:
