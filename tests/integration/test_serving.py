@@ -11,7 +11,8 @@ from smartrec.config import Settings
 from smartrec.domain import EventRecord, Interactions
 from smartrec.models import create
 from smartrec.registry import ModelBundle, ModelRegistry
-from smartrec.serving.service import HISTORY_LIMIT, RecommendationService, TtlCache
+from smartrec.serving import PopularRequest, RecommendRequest
+from smartrec.serving.service import HISTORY_LIMIT, RecommendationService
 from smartrec.storage.sql import SqlStore
 
 
@@ -44,11 +45,11 @@ def test_items_seen_before_the_history_window_are_not_recommended(db_url: str, h
     events += [EventRecord(f"n{k}", "fan0", f"new{k}", "view", None, 9_000) for k in range(20)]
     store.add_events(events)
     service = _popularity_service(store, home)
-    got = [r.item_id for r in service.recommend("heavy", 10).items]
+    got = [r.item_id for r in service.recommend(RecommendRequest("heavy", 10)).items]
     assert len(got) == 10
     assert not {f"i{k}" for k in range(n_old)} & set(got), got
     # With exclude_seen=false the popular old items do come back.
-    assert "i0" in [r.item_id for r in service.recommend("heavy", 10, exclude_seen=False).items]
+    assert "i0" in [r.item_id for r in service.recommend(RecommendRequest("heavy", 10, exclude_seen=False)).items]
     store.close()
 
 
@@ -60,27 +61,18 @@ def test_catalog_changes_from_another_process_reach_serving(db_url: str, home: P
     )
     reader = SqlStore(db_url)
     service = _popularity_service(reader, home)
-    first = service.popular(3, None, None).items[0].item_id
+    first = service.popular(PopularRequest(3)).items[0].item_id
     assert service.refresh_catalog() == 0  # nothing new
     time.sleep(0.002)
     writer.upsert_items([{"item_id": first, "title": "gone", "available": False}])
     assert service.refresh_catalog() == 1
-    assert first not in [r.item_id for r in service.popular(8, None, None).items]
+    assert first not in [r.item_id for r in service.popular(PopularRequest(8)).items]
     assert service.refresh_catalog() == 0  # applied once
     writer.upsert_items([{"item_id": first, "title": "back", "categories": ["c"]}])
     service.refresh_catalog()
-    assert [r.item_id for r in service.popular(3, "c", None).items] == [first]
+    assert [r.item_id for r in service.popular(PopularRequest(3, "c")).items] == [first]
     writer.close()
     reader.close()
-
-
-def test_ttl_cache_is_bounded_and_expires() -> None:
-    cache: TtlCache[int] = TtlCache(max_entries=3, ttl_s=0.05)
-    for k in range(10):
-        cache.put(str(k), k)
-    assert len(cache) == 3 and cache.get("0") is None and cache.get("9") == 9
-    time.sleep(0.06)
-    assert cache.get("9") is None
 
 
 def test_windows_do_not_grow_the_cache_without_bound(db_url: str, home: Path) -> None:
@@ -89,6 +81,6 @@ def test_windows_do_not_grow_the_cache_without_bound(db_url: str, home: Path) ->
     store.add_events([EventRecord(f"e{k}", "u", f"i{k}", "view", None, k) for k in range(5)])
     service = _popularity_service(store, home)
     for k in range(400):  # every distinct window is a new cache key
-        service.popular(3, None, f"1.{k:06d}d")
-    assert len(service._popular_cache) <= 256
+        service.popular(PopularRequest(3, None, f"1.{k:06d}d"))
+    assert len(service.popularity.cache) <= 256
     store.close()

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from smartrec.api.fastlane import read_query, user_of
-from smartrec.api.routers.recommendations import answer_body
+from smartrec.api.wire import answer_body
 from smartrec.schemas import RecommendationsOut, RecommendedItem
 from smartrec.serving import Recommendation
 

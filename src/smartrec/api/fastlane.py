@@ -20,59 +20,27 @@ and hands everything else to the route untouched:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from smartrec.api import wire
 from smartrec.api.auth import KEY
+from smartrec.api.wire import FEED_TRIED, answer_body, source_of
+from smartrec.serving import RecommendRequest
 
-#: Set in the scope when the lane asked the service and the feed could not answer.
-FEED_TRIED = "smartrec.feed_tried"
+__all__ = ["FEED_TRIED", "FeedLane", "read_query", "user_of"]
+
 PREFIX = "/v1/users/"
 SUFFIX = "/recommendations"
 JSON = b"application/json"
-
-_INT = re.compile(r"[1-9][0-9]{0,6}")
-_UNIT = re.compile(r"[01](\.[0-9]{1,17})?")
-_BOOL = {"true": True, "false": False}
-#: Parameter -> the most characters a string may have (the route's ``max_length``).
-_STRINGS = {"category": 256, "filter": 4096, "page_token": 16_384}
-_KNOWN = {"n", "exclude_seen", "diversity", "max_per_category", "exploration", *_STRINGS}
 
 
 def read_query(query_string: bytes) -> dict[str, Any] | None:
     """The route's arguments from a query it can read without doubt, else None (FastAPI reads
     it, the same way Starlette parses it: latin-1, then percent-decoding as UTF-8)."""
-    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    args: dict[str, Any] = {}
-    for key, value in pairs:
-        if key not in _KNOWN or key in args or not value:
-            return None
-        if key in _STRINGS:
-            if len(value) > _STRINGS[key]:
-                return None
-            args[key] = value
-        elif key == "n" or key == "max_per_category":
-            if not _INT.fullmatch(value):
-                return None
-            number = int(value)
-            if key == "max_per_category" and number > 1000:
-                return None
-            args[key] = number
-        elif key == "exclude_seen":
-            if value not in _BOOL:
-                return None
-            args[key] = _BOOL[value]
-        else:  # diversity in [0, 1], exploration in [0, 0.5]
-            if not _UNIT.fullmatch(value):
-                return None
-            share = float(value)
-            if share > (1.0 if key == "diversity" else 0.5):
-                return None
-            args[key] = share
-    return args
+    return wire.read_query(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
 
 
 def user_of(path: str) -> str | None:
@@ -82,21 +50,15 @@ def user_of(path: str) -> str | None:
     user = path[len(PREFIX) : -len(SUFFIX)]
     # The route's pattern is ``.*`` without DOTALL: an id with a newline does not match it
     # (404 from the router), so the lane must not answer it either.
-    if not user or len(user) > 256 or "\x00" in user or "\n" in user:
+    if not user or len(user) > wire.MAX_ID or "\x00" in user or "\n" in user:
         return None
     return user
 
 
 class FeedLane:
     def __init__(self, app: ASGIApp, route: Any) -> None:
-        # The route's own serialisation and metric label (imported here: the router module
-        # imports this one for FEED_TRIED).
-        from smartrec.api.routers.recommendations import answer_body, source_of
-
         self.app = app
         self.route = route  # the FastAPI route it stands in for (metrics label it)
-        self._body = answer_body
-        self._source = source_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
@@ -117,11 +79,11 @@ class FeedLane:
         runtime = getattr(scope["app"].state, "runtime", None)
         if args is None or runtime is None:
             return False
-        n = args.pop("n", 10)
-        if n > runtime.settings.max_n:
+        request = RecommendRequest(user, **args)
+        if request.n > runtime.settings.max_n:
             return False
         try:
-            results = runtime.service.recommend_fast(user, n, **args)
+            results = runtime.service.recommend_fast(request)
         except Exception:
             return False  # the route raises it again, and answers with its problem
         if results is None:
@@ -129,8 +91,8 @@ class FeedLane:
             return False
         scope["route"] = self.route
         scope["path_params"] = {"user_id": user}
-        scope["app"].state.metrics.recommendations.labels("user", self._source(results)).inc()
-        body = self._body(
+        scope["app"].state.metrics.recommendations.labels("user", source_of(results)).inc()
+        body = answer_body(
             user_id=user,
             model_version=results.model_version,
             items=results.items,

@@ -9,17 +9,14 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from smartrec.domain import CatalogItem, EventWeights, IdMap
 from smartrec.errors import ValidationFailed
+from smartrec.pipeline.rules import item_hash
 from smartrec.registry import ModelBundle
 
 log = logging.getLogger(__name__)
@@ -51,58 +48,6 @@ def parse_window(window: str) -> float:
     if seconds > MAX_WINDOW_S:  # also keeps the SQL bound inside a 64-bit integer
         raise ValidationFailed(f"window {window!r} is longer than 100 years", field="window")
     return seconds
-
-
-V = TypeVar("V")
-
-
-class TtlCache(Generic[V]):
-    """A small thread-safe LRU whose entries expire: bounded memory whatever the keys."""
-
-    def __init__(self, max_entries: int, ttl_s: float) -> None:
-        self.max_entries = max_entries
-        self.ttl_s = ttl_s
-        self._data: OrderedDict[str, tuple[float, V]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> V | None:
-        with self._lock:
-            entry = self._data.get(key)
-            if entry is None:
-                return None
-            if time.monotonic() - entry[0] > self.ttl_s:
-                del self._data[key]
-                return None
-            self._data.move_to_end(key)
-            return entry[1]
-
-    def put(self, key: str, value: V) -> None:
-        with self._lock:
-            self._data[key] = (time.monotonic(), value)
-            self._data.move_to_end(key)
-            while len(self._data) > self.max_entries:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    item_id: str
-    score: float
-    reasons: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Results:
-    items: list[Recommendation]
-    model_version: str | None
-    next_page_token: str | None = None
 
 
 class ServingState:
@@ -144,6 +89,10 @@ class ServingState:
         #: Items deleted from the catalogue (their similar items are a 404).
         self.deleted: frozenset[str] = frozenset()
         self._lock = threading.Lock()
+        #: Per-item caches, worked out on first use: when each item was born (with the
+        #: ``published`` array it was worked out from) and each item's page-token hash.
+        self.born: tuple[np.ndarray, np.ndarray] | None = None
+        self.hashes: np.ndarray | None = None
         self.apply_catalog(catalog)
         pop_scores = bundle.popularity.score(sp.csr_matrix((1, n), dtype=np.float32))[0]
         self.popular_order = np.argsort(-pop_scores, kind="stable")
@@ -238,6 +187,42 @@ class ServingState:
             if content is not None and self.pipeline is not None:
                 self.pipeline.content = content
             return new_ids
+
+    def born_times(self, items: np.ndarray) -> np.ndarray:
+        """Publication time, else first event time, else when the catalogue first stored it,
+        per item (unknown = long ago), so that an item added without a publication time is new
+        until it has been in the catalogue for ``new_days``. Worked out for the whole axis once
+        per catalogue change (``published`` and ``created`` are replaced together, never
+        edited in place), then looked up per request."""
+        cached = self.born
+        if cached is None or cached[0] is not self.published:
+            pub = self.published
+            born = pub.copy()
+            if self.pipeline is not None:
+                m = min(len(pub), self.pipeline.n_items)
+                first = np.asarray(self.pipeline.stats.first_seen[:m], dtype=np.float64)
+                born[:m] = np.where(np.isnan(pub[:m]), first, pub[:m])
+            created = self.created[: len(born)]
+            born = np.where(np.isnan(born), created, born)
+            cached = (pub, np.where(np.isnan(born), -np.inf, born))
+            self.born = cached
+        return cached[1][items]
+
+    def positions_of(self, hashes: frozenset[int]) -> np.ndarray:
+        """Serving-axis positions of the items with these page-token hashes (hashes the whole
+        catalogue once, then the items appended since)."""
+        known = self.hashes
+        if known is None:
+            known = np.fromiter(
+                (item_hash(i) for i in self.item_ids), dtype=np.uint32, count=self.n_total
+            )
+            self.hashes = known
+        if len(known) < self.n_total:  # items appended since
+            tail = [item_hash(i) for i in self.item_ids[len(known) :]]
+            known = np.concatenate([known, np.asarray(tail, dtype=np.uint32)])
+            self.hashes = known
+        wanted = np.fromiter(hashes, dtype=np.uint32, count=len(hashes))
+        return np.flatnonzero(np.isin(known, wanted)).astype(np.int64)
 
     def items_row(self, item_ids: Sequence[str]) -> sp.csr_matrix:
         """A 1 x n_items indicator row of the given (known) items."""
