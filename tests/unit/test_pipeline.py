@@ -14,16 +14,11 @@ from smartrec.domain import CatalogItem, Interactions
 from smartrec.errors import ValidationFailed
 from smartrec.models import create
 from smartrec.pipeline import core
-from smartrec.pipeline.core import (
-    TrainedPipeline,
-    fit_components,
-    fit_pipeline,
-    query_from_matrix,
-    ranker_dataset,
-    recommend_users,
-    split_for_ranker,
-)
+from smartrec.pipeline.core import TrainedPipeline, query_from_matrix, recommend_users
 from smartrec.pipeline.spec import PipelineSpec, load_spec, parse_spec
+from smartrec.training import pipeline_fit, ranker
+from smartrec.training.pipeline_fit import fit_components, fit_pipeline, split_for_ranker
+from smartrec.training.ranker import ranker_dataset
 
 SMALL_MODELS = {
     "als": {"factors": 16, "iterations": 5, "regularization": 1.0},
@@ -110,7 +105,7 @@ def test_embedding_retriever_is_the_exact_factor_top_n(world: Any, fitted: Train
     u = heavy_user(data)
     q = query_from_matrix(data, u)
     r = fitted.spec.retriever("embedding")
-    top, scorer = fitted._retrieve_one(r, q, q.exclude, None)
+    top, scorer = fitted.retriever(r.name).retrieve(q, q.exclude, None)
     model = fitted.models["embedding"]
     expected, _ = model.recommend(data.matrix[u], r.n, users=np.array([u]), exclude=data.seen[u])
     assert top.tolist() == expected[0][expected[0] >= 0].tolist()
@@ -127,7 +122,7 @@ def test_embedding_retriever_through_the_ann_index(world: Any, spec: PipelineSpe
     u = heavy_user(data)
     q = query_from_matrix(data, u)
     r = pipe.spec.retriever("embedding")
-    top, _ = pipe._retrieve_one(r, q, q.exclude, None)
+    top, _ = pipe.retriever(r.name).retrieve(q, q.exclude, None)
     exact, _ = pipe.models["embedding"].recommend(
         data.matrix[u], r.n, users=np.array([u]), exclude=data.seen[u]
     )
@@ -141,7 +136,7 @@ def test_neighbours_retriever_scores_recent_history(world: Any, fitted: TrainedP
     u = heavy_user(data)
     q = query_from_matrix(data, u)
     r = fitted.spec.retriever("neighbours")
-    top, _ = fitted._retrieve_one(r, q, q.exclude, None)
+    top, _ = fitted.retriever(r.name).retrieve(q, q.exclude, None)
     recent = q.recent[: r.recent]
     row = sp.csr_matrix(data.matrix[u])
     keep = np.isin(row.indices, recent)
@@ -155,7 +150,7 @@ def test_popular_retriever_is_the_window_order(world: Any, fitted: TrainedPipeli
     u = heavy_user(data)
     q = query_from_matrix(data, u)
     r = fitted.spec.retriever("popular")
-    top, _ = fitted._retrieve_one(r, q, q.exclude, None)
+    top, _ = fitted.retriever(r.name).retrieve(q, q.exclude, None)
     counts = fitted.stats.window_counts[r.windows[0]]
     assert len(top) == r.n
     assert np.all(np.diff(counts[top]) <= 0)
@@ -164,7 +159,7 @@ def test_popular_retriever_is_the_window_order(world: Any, fitted: TrainedPipeli
     # An allowed mask restricts it.
     allowed = np.zeros(data.n_items, dtype=bool)
     allowed[::3] = True
-    top2, _ = fitted._retrieve_one(r, q, q.exclude, allowed)
+    top2, _ = fitted.retriever(r.name).retrieve(q, q.exclude, allowed)
     assert all(i % 3 == 0 for i in top2.tolist())
 
 
@@ -189,7 +184,7 @@ def test_content_retriever_reaches_items_without_events(world: Any, spec: Pipeli
     pipe = fit_components(data2, spec, {**catalog, "cold-1": cold})
     q = query_from_matrix(data2, u)
     q.recent = [fav]
-    top, scorer = pipe._retrieve_one(pipe.spec.retriever("content"), q, q.exclude, None)
+    top, scorer = pipe.retriever("content").retrieve(q, q.exclude, None)
     cold_idx = data2.items.get("cold-1")
     assert cold_idx in top.tolist()
     # Its scope is the cold items: nothing with many events.
@@ -255,13 +250,14 @@ def test_fit_pipeline_fits_retrievers_on_the_past_only(
 ) -> None:
     data, catalog, _ = world
     seen: list[Interactions] = []
-    real = core.fit_components
+    real = pipeline_fit.fit_components
 
     def spy(d: Interactions, *args: Any, **kwargs: Any) -> TrainedPipeline:
         seen.append(d)
         return real(d, *args, **kwargs)
 
-    monkeypatch.setattr(core, "fit_components", spy)
+    monkeypatch.setattr(pipeline_fit, "fit_components", spy)
+    monkeypatch.setattr(ranker, "fit_components", spy)
     pipe = fit_pipeline(data, spec, catalog, label_split="time")
     past, final = seen
     cutoff = np.quantile(data.event_times, 0.8)
@@ -292,7 +288,7 @@ def test_pipeline_beats_popularity_offline(world: Any, spec: PipelineSpec) -> No
     rel = sp.csr_matrix(test.binarized() - test.binarized().multiply(train.seen))
     rel.eliminate_zeros()
     users = np.flatnonzero((np.diff(rel.indptr) > 0) & (np.diff(train.matrix.indptr) > 0))
-    from smartrec.evaluation.metrics import ranking_metrics
+    from smartrec.domain.metrics import ranking_metrics
 
     pipe = fit_pipeline(train, spec, catalog)
     recs = recommend_users(pipe, train, users, 10)
@@ -320,8 +316,8 @@ def test_save_load_round_trip(world: Any, spec: PipelineSpec, tmp_path: Path) ->
 
 
 def test_offline_diversity_rule_spreads_categories(world: Any, fitted: TrainedPipeline) -> None:
-    from smartrec.evaluation.metrics import category_vectors as cat_vectors
-    from smartrec.evaluation.metrics import intra_list_diversity
+    from smartrec.domain.metrics import category_vectors as cat_vectors
+    from smartrec.domain.metrics import intra_list_diversity
     from smartrec.evaluation.pipeline_eval import pipeline_top_k, stratified_validation
 
     data, _, _ = world
@@ -336,7 +332,8 @@ def test_offline_diversity_rule_spreads_categories(world: Any, fitted: TrainedPi
 
 
 def test_tune_pipeline_never_loses_to_the_spec_it_was_given(world: Any, spec: PipelineSpec) -> None:
-    from smartrec.pipeline.tuning import apply_pipeline_params, tune_pipeline
+    from smartrec.pipeline.tuning import apply_pipeline_params
+    from smartrec.training.ranker import tune_pipeline
     from smartrec.training.tune import temporal_validation
 
     data, catalog, _ = world
@@ -354,7 +351,7 @@ def test_tune_pipeline_never_loses_to_the_spec_it_was_given(world: Any, spec: Pi
 def test_tune_pipeline_with_a_trial_cap_chooses_the_same_twice(
     world: Any, spec: PipelineSpec
 ) -> None:
-    from smartrec.pipeline.tuning import tune_pipeline
+    from smartrec.training.ranker import tune_pipeline
     from smartrec.training.tune import temporal_validation
 
     data, catalog, _ = world
@@ -376,7 +373,7 @@ def test_itemknn_neighbours_stay_sparse_and_agree_with_dense(world: Any) -> None
     u = heavy_user(data)
     q = query_from_matrix(data, u)
     r = knn_spec.retriever("neighbours")
-    top, scorer = pipe._retrieve_one(r, q, q.exclude, None)
+    top, scorer = pipe.retriever(r.name).retrieve(q, q.exclude, None)
     dense = pipe.models["neighbours"].score(data.matrix[u])[0]
     dense[q.exclude] = -np.inf
     expected = np.argsort(-dense, kind="stable")[: len(top)]
@@ -406,19 +403,19 @@ def test_prune_rows_keeps_each_rows_largest_entries() -> None:
 
 def test_pruned_neighbours_score_candidates_exactly(world: Any) -> None:
     """With rows pruned hard, retrieval may find other items, but every score is exact."""
-    from smartrec.pipeline import core as core_module
+    from smartrec.pipeline.retrievers import neighbours as neighbours_module
 
     data, catalog, _ = world
     knn_spec = itemknn_spec()
     pipe = fit_components(data, knn_spec, catalog, build_ann=False)
-    old = core_module.PRUNED_ROW
-    core_module.PRUNED_ROW = 3
+    old = neighbours_module.PRUNED_ROW
+    neighbours_module.PRUNED_ROW = 3
     try:
         u = heavy_user(data)
         q = query_from_matrix(data, u)
-        top, scorer = pipe._retrieve_one(knn_spec.retriever("neighbours"), q, q.exclude, None)
+        top, scorer = pipe.retriever("neighbours").retrieve(q, q.exclude, None)
     finally:
-        core_module.PRUNED_ROW = old
+        neighbours_module.PRUNED_ROW = old
     dense = pipe.models["neighbours"].score(data.matrix[u])[0]
     assert len(top) > 0 and not set(top.tolist()) & set(q.exclude.tolist())
     np.testing.assert_allclose(scorer(top), dense[top], rtol=1e-5)

@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from smartrec.domain import CatalogItem, Interactions
+from smartrec.domain.splits import stratified_split
 from smartrec.evaluation.protocol import (
     PROTOCOL_PARAMS,
     REFERENCE_NDCG,
@@ -33,13 +34,8 @@ from smartrec.evaluation.protocol import (
     protocol_description,
     split_interactions,
 )
-from smartrec.evaluation.splits import stratified_split
 from smartrec.models import create
-from smartrec.pipeline.core import (
-    TrainedPipeline,
-    fit_pipeline,
-    query_from_matrix,
-)
+from smartrec.pipeline.core import TrainedPipeline, query_from_matrix
 from smartrec.pipeline.diversity import category_vectors, mmr
 from smartrec.pipeline.spec import PipelineSpec, load_spec
 
@@ -166,7 +162,8 @@ def run_pipeline_protocol(
     base_spec = (spec or load_spec()).with_models(params)
     fusion_base: PipelineSpec | None = None
     if tuning is not None:
-        from smartrec.pipeline.tuning import apply_pipeline_params, tune_pipeline
+        from smartrec.pipeline.tuning import apply_pipeline_params
+        from smartrec.training.ranker import tune_pipeline
 
         budget = tune_budget_s * (1 - MODEL_SHARE)
         say(f"tuning the ranking stage for {budget:.0f}s on the same split of train")
@@ -195,6 +192,8 @@ def run_pipeline_protocol(
         }
 
     def fit(s: PipelineSpec) -> tuple[TrainedPipeline, float]:
+        from smartrec.training.pipeline_fit import fit_pipeline
+
         t0 = time.perf_counter()
         pipe = fit_pipeline(train, s, catalog, label_split="random", seed=seed, progress=say)
         return pipe, time.perf_counter() - t0

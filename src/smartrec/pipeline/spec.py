@@ -18,7 +18,6 @@ from smartrec.errors import ValidationFailed
 from smartrec.pipeline.ann import AnnConfig
 from smartrec.pipeline.content import ContentConfig
 
-RetrieverKind = Literal["embedding", "neighbours", "popular", "content"]
 WINDOW_UNITS = {"h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 
 
@@ -40,10 +39,12 @@ class _Config(BaseModel):
 
 
 class RetrieverConfig(_Config):
-    """One source of candidates. ``model`` names the algorithm for model-backed kinds."""
+    """One source of candidates. ``kind`` names its class in the retriever registry
+    (:mod:`smartrec.pipeline.retrievers`); ``model`` the algorithm for model-backed kinds;
+    ``params`` the model's parameters, or the retriever's own for kinds without a model."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
-    kind: RetrieverKind
+    kind: str
     model: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     n: int = Field(default=100, ge=1, le=5000)
@@ -69,13 +70,11 @@ class RetrieverConfig(_Config):
         return value
 
     @model_validator(mode="after")
-    def _model(self) -> RetrieverConfig:
-        if self.kind in ("embedding", "neighbours") and not self.model:
-            raise ValueError(f"retriever {self.name!r} ({self.kind}) needs a model")
-        if self.kind == "embedding" and self.model not in ("als", "bpr"):
-            raise ValueError(f"retriever {self.name!r}: embedding needs a factor model (als, bpr)")
-        if self.kind == "neighbours" and self.model not in ("ease", "itemknn"):
-            raise ValueError(f"retriever {self.name!r}: neighbours needs ease or itemknn")
+    def _kind(self) -> RetrieverConfig:
+        # Imported here: the retrievers import this module for their configs.
+        from smartrec.pipeline.retrievers import retriever_class
+
+        retriever_class(self.kind).check(self)
         return self
 
 
