@@ -15,7 +15,7 @@ def open_store(url: str) -> Store:
     ``sqlite://...`` / ``postgresql://...`` -> a :class:`SqlStore`. Call ``migrate()`` before use.
     """
     scheme, sep, rest = url.partition("://")
-    adapter = SCHEMES.get(scheme.split("+", 1)[0].lower()) if sep else None
+    adapter = SCHEMES.get(scheme.split("+", 1)[0]) if sep else None
     if adapter is None:
         raise ConfigError(
             f"unsupported store URL {_safe(url)!r}: use memory://, sqlite:///<path> or "
