@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,10 @@ from rich.table import Table
 from smartrec import __version__
 from smartrec.config import Settings, load_settings
 from smartrec.errors import SmartrecError
+
+if TYPE_CHECKING:
+    from smartrec.keys import ApiKey, ApiKeys
+    from smartrec.runtime import Runtime
 
 app = typer.Typer(
     help="smartrec: a self-hostable smart recommendation engine.",
@@ -113,11 +117,15 @@ def serve(
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)
         return
+    from smartrec.api.metrics import multiprocess_metrics
+
     # Worker processes build their own app from the environment: hand the options over there.
     if config is not None:
         os.environ["SMARTREC_CONFIG"] = str(config.resolve())
     os.environ["SMARTREC_HOST"], os.environ["SMARTREC_PORT"] = settings.host, str(settings.port)
-    uvicorn.run("smartrec.api:create_app", factory=True, workers=settings.workers, **common)
+    # Every worker's Prometheus samples in one directory, so /metrics reports them all.
+    with multiprocess_metrics():
+        uvicorn.run("smartrec.api:create_app", factory=True, workers=settings.workers, **common)
 
 
 @app.command()
@@ -377,20 +385,19 @@ def demo(
     )
 
 
-def _keys(config: Path | None) -> Any:
+def _keys(config: Path | None) -> ApiKeys:
     return _key_store(_settings(config))
 
 
-def _key_store(settings: Settings) -> Any:
+def _key_store(settings: Settings) -> ApiKeys:
     """The API keys of the configured database (migrated to the newest schema first)."""
     from smartrec.keys import ApiKeys
-    from smartrec.storage.sql import SqlStore
-    from smartrec.storage.sql.keys import SqlKeyStore
+    from smartrec.storage import key_store, open_store
 
     settings.ensure_home()
-    store = SqlStore(settings.resolved_database_url)
+    store = open_store(settings.resolved_database_url)
     store.migrate()
-    return ApiKeys(SqlKeyStore(store))
+    return ApiKeys(key_store(store))
 
 
 @keys_app.command("create")
@@ -413,9 +420,7 @@ def keys_create(
     if as_json:
         print(json.dumps({**key.as_dict(), "token": token}))
         return
-    console.print(
-        f"key {key.key_id} ({', '.join(key.as_dict()['scopes'])}) created. Its token, shown once:"
-    )
+    console.print(f"key {key.key_id} ({', '.join(_scopes(key))}) created. Its token, shown once:")
     print(token)
     console.print("[dim]send it as 'Authorization: Bearer <token>'[/]")
 
@@ -434,11 +439,10 @@ def keys_list(
     for h in ("key id", "name", "scopes", "rate limit", "created", "revoked"):
         table.add_column(h)
     for k in keys:
-        d = k.as_dict()
         table.add_row(
             k.key_id,
             k.name or "",
-            ",".join(d["scopes"]),
+            ",".join(_scopes(k)),
             "" if k.rate_limit is None else f"{k.rate_limit:g}/s",
             _when(k.created_at),
             _when(k.revoked_at),
@@ -457,6 +461,13 @@ def keys_revoke(
     console.print(f"key {key_id} revoked")
 
 
+def _scopes(key: ApiKey) -> list[str]:
+    """In the order the scopes are declared (read, ingest, admin), as ``as_dict`` lists them."""
+    from smartrec.schemas import SCOPES
+
+    return sorted(key.scopes, key=SCOPES.index)
+
+
 def _when(ms: int | None) -> str:
     if ms is None:
         return ""
@@ -465,7 +476,7 @@ def _when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _demo_key(runtime: Any) -> str:
+def _demo_key(runtime: Runtime) -> str:
     """A fresh all-scope key named "demo" (the previous demo keys are revoked)."""
     for key in runtime.keys.list():
         if key.name == "demo" and key.active:
@@ -477,11 +488,11 @@ def _demo_key(runtime: Any) -> str:
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Apply the Alembic migrations to the configured database."""
-    from smartrec.storage.sql import SqlStore
+    from smartrec.storage import open_store
 
     settings = _settings(config)
     settings.ensure_home()
-    SqlStore(settings.resolved_database_url).migrate()
+    open_store(settings.resolved_database_url).migrate()
     console.print("database is at the newest schema")
 
 

@@ -19,6 +19,7 @@ from rich.table import Table
 from smartrec.datasets.movielens import MovieLens, load_movielens_100k
 from smartrec.runtime import Runtime
 from smartrec.schemas import EventIn, ItemIn, UserIn
+from smartrec.serving import RecommendRequest
 
 T = TypeVar("T")
 BATCH = 1000
@@ -124,7 +125,7 @@ def run_demo(
     state = runtime.service.state
     titles = state.titles if state else []
     for user in ("1", "196"):
-        res = runtime.service.recommend(user, 5)
+        res = runtime.service.recommend(RecommendRequest(user, 5))
         console.print(f"\n[bold]recommendations for user {user}[/] (model {res.model_version}):")
         for rec in res.items:
             idx = state.items.get(rec.item_id) if state else -1

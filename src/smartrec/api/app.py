@@ -13,7 +13,7 @@ from smartrec.api import docs, problems
 from smartrec.api.accesslog import AccessLog
 from smartrec.api.auth import AuthMiddleware
 from smartrec.api.fastlane import FeedLane
-from smartrec.api.metrics import Metrics
+from smartrec.api.metrics import GAUGE_REFRESH_S, Metrics, Repeating
 from smartrec.api.middleware import BodyLimit, MetricsMiddleware
 from smartrec.api.routers import catalog, health, ingest, keys, models, recommendations, training
 from smartrec.config import Settings
@@ -45,12 +45,24 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.state.runtime = rt
         if access_log is not None:
             access_log.start()
+        # Several workers: a scrape reaches one of them, so each keeps its own gauges current.
+        gauges = (
+            Repeating(lambda: health.update_gauges(rt, metrics), GAUGE_REFRESH_S, "smartrec-gauges")
+            if metrics.multiprocess
+            else None
+        )
+        if gauges is not None:
+            health.update_gauges(rt, metrics)
+            gauges.start()
         try:
             yield
         finally:
+            if gauges is not None:
+                gauges.stop()
             if access_log is not None:
                 access_log.stop()  # writes what is left
             rt.stop()
+            metrics.close()
 
     app = FastAPI(
         title="smartrec",

@@ -16,14 +16,15 @@ from typing import Any
 
 from smartrec.config import Settings
 from smartrec.domain import CatalogItem, IdMap, Interactions
+from smartrec.domain.metrics import ranking_metrics
 from smartrec.errors import SmartrecError, TrainingError
-from smartrec.evaluation.metrics import ranking_metrics
 from smartrec.models import Recommender, create
-from smartrec.pipeline.core import TrainedPipeline, fit_pipeline, recommend_users
+from smartrec.pipeline.core import TrainedPipeline, recommend_users
 from smartrec.pipeline.spec import PipelineSpec, load_spec, parse_spec
 from smartrec.registry import ModelBundle, ModelRegistry
 from smartrec.registry.mlflow_registry import CHAMPION
 from smartrec.storage.ports import Store
+from smartrec.training.pipeline_fit import fit_pipeline
 from smartrec.training.tune import (
     TuneResult,
     apply_tuned,
@@ -173,7 +174,7 @@ class Trainer:
             trials=trials,
         )
         if self.settings.pipeline_enabled:
-            from smartrec.pipeline.tuning import tune_pipeline
+            from smartrec.training.ranker import tune_pipeline
 
             tuned_models = apply_tuned(configs, result.best_params, {})
             fraction = self.settings.validation_fraction

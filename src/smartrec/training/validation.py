@@ -9,8 +9,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from smartrec.domain import Interactions
-from smartrec.evaluation.metrics import ranking_metrics
-from smartrec.evaluation.splits import temporal_holdout
+from smartrec.domain.metrics import ranking_metrics
+from smartrec.domain.splits import temporal_holdout
 from smartrec.models import Recommender
 
 #: The cut-off of the ranking metrics models are chosen by.

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from smartrec.api.deps import MetricsDep, RuntimeDep
+from smartrec.api.metrics import Metrics
 from smartrec.api.problems import problem, responses
 from smartrec.api.strict import StrictRoute
+from smartrec.runtime import Runtime
 
 #: Public: the load balancer's probes and the scraper need no key.
 router = APIRouter(tags=["health"], route_class=StrictRoute, responses=responses(422))
@@ -21,7 +22,7 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=None, responses=responses(503))
-def readyz(rt: RuntimeDep) -> Any:
+def readyz(rt: RuntimeDep) -> dict[str, object] | JSONResponse:
     if not rt.store.ping():
         return problem(503, "Service not ready", "the database does not answer")
     if not rt.service.ready():
@@ -48,11 +49,16 @@ def readyz(rt: RuntimeDep) -> Any:
     },
 )
 def metrics(rt: RuntimeDep, m: MetricsDep) -> Response:
-    m.model_info.clear()
+    update_gauges(rt, m)
+    return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def update_gauges(rt: Runtime, m: Metrics) -> None:
+    """The gauges read from this process's state: at each scrape, and with several workers
+    also every few seconds in each worker (the scrape reaches only one of them)."""
     state = rt.service.state
-    if state is not None:
-        m.model_info.labels(state.version, state.bundle.algorithm).set(1)
-    feeds = rt.service.feed_status()
-    for what in ("cached", "hits", "misses"):
-        m.feeds.labels(what).set(feeds[what])
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+    if state is None:
+        m.show_model(None, None)
+    else:
+        m.show_model(state.version, state.bundle.algorithm)
+    m.show_feeds(rt.service.feed_status())
