@@ -22,7 +22,7 @@ from cachetools import TTLCache
 
 from smartrec.errors import NotFound, ValidationFailed
 from smartrec.schemas import SCOPES
-from smartrec.storage.sql.keys import SqlKeyStore
+from smartrec.storage.ports import KeyStore
 
 PREFIX = "sr_"
 _DUMMY = hashlib.sha256(b"no such key").hexdigest()
@@ -90,7 +90,7 @@ def _split(token: str) -> tuple[str, str] | None:
 class ApiKeys:
     """Create, list, revoke and verify keys (the admin endpoints and ``smartrec keys``)."""
 
-    def __init__(self, store: SqlKeyStore, ttl_s: float = 10.0, max_cached: int = 10_000) -> None:
+    def __init__(self, store: KeyStore, ttl_s: float = 10.0, max_cached: int = 10_000) -> None:
         self.store = store
         self._cache: TTLCache[str, ApiKey] = TTLCache(max_cached, ttl_s)
         #: Key ids with no key, apart: a flood of made-up ids cannot push real keys out.
