@@ -1,0 +1,81 @@
+"""Popularity from the event log (in-memory store) and the reasons' wire shape."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, cast
+
+import numpy as np
+
+from smartrec.domain import EventRecord, EventWeights
+from smartrec.serving.erasures import Erasures
+from smartrec.serving.popularity import Popularity
+from smartrec.serving.reasons import found_reasons
+from smartrec.serving.rules_stage import categories_of
+from smartrec.serving.state import ServingState
+from smartrec.storage.memory import MemoryStore
+
+
+def _store() -> MemoryStore:
+    store = MemoryStore()
+    store.upsert_items(
+        [
+            {"item_id": "a", "title": "A", "categories": ["x"]},
+            {"item_id": "b", "title": "B", "categories": ["y"]},
+            {"item_id": "c", "title": "C", "categories": ["x"], "available": False},
+        ]
+    )
+    store.add_events(
+        [EventRecord(f"e{k}", f"u{k}", "a", "view", None, 1_000 + k) for k in range(3)]
+        + [EventRecord(f"f{k}", f"u{k}", "b", "view", None, 2_000 + k) for k in range(2)]
+        + [EventRecord(f"g{k}", f"u{k}", "c", "view", None, 3_000 + k) for k in range(5)]
+    )
+    return store
+
+
+def test_popular_from_the_log_keeps_visible_items_of_the_category() -> None:
+    popularity = Popularity(_store(), EventWeights(), ttl_s=60)
+    everything = popularity.popular(None, 10, None, None)
+    assert [r.item_id for r in everything.items] == ["a", "b"]  # c is unavailable
+    assert everything.items[0].reasons == [{"kind": "popular"}]
+    in_x = popularity.popular(None, 10, "x", "1d")
+    assert [r.item_id for r in in_x.items] == ["a"]
+    assert in_x.items[0].reasons == [{"kind": "popular_in", "category": "x", "window": "1d"}]
+
+
+def test_an_erased_user_has_no_model_row() -> None:
+    store = _store()
+    erasures = Erasures(store)
+    state = cast(
+        ServingState, SimpleNamespace(snapshot_ms=10**15, users=SimpleNamespace(get=lambda u: 7))
+    )
+    assert erasures.model_user(state, "u1") == 7
+    erasures.record("u1")
+    assert erasures.model_user(state, "u1") == 7  # erased before the training read the log
+    state = cast(ServingState, SimpleNamespace(snapshot_ms=0, users=state.users))
+    assert erasures.model_user(state, "u1") == -1 and erasures.model_user(state, "u2") == 7
+
+
+def test_reasons_are_the_answers_dicts_once_per_cause() -> None:
+    state: Any = SimpleNamespace(item_ids=["h", "i"], titles=["H", None])
+    by = [
+        SimpleNamespace(kind="neighbours"),
+        SimpleNamespace(kind="content"),
+        SimpleNamespace(kind="embedding", model="als"),
+        SimpleNamespace(kind="embedding", model="als"),
+        SimpleNamespace(kind="popular", windows=["7d"]),
+    ]
+    got = found_reasons(state, by, 0, 0, "x")
+    assert got == [
+        {"kind": "similar_to", "item_id": "h", "title": "H"},
+        {"kind": "similar_to", "item_id": "h", "title": "H", "via": "content"},
+        {"kind": "personalized", "algorithm": "als"},
+        {"kind": "popular_in", "window": "7d", "category": "x"},
+    ]
+    assert [list(r) for r in got][3] == ["kind", "window", "category"]  # the JSON's key order
+
+
+def test_categories_of_items_in_catalogue_order() -> None:
+    cats = {"x": np.array([True, False, True]), "y": np.array([True, True, False])}
+    state = cast(ServingState, SimpleNamespace(categories=cats))
+    assert categories_of(state, np.array([2, 0, 1])) == [["x"], ["x", "y"], ["y"]]
