@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -134,3 +136,24 @@ def test_api_docs_are_served_without_a_cdn(client: TestClient) -> None:
             fetched = client.get(f"/static/docs/{asset}")
             assert fetched.status_code == 200 and len(fetched.content) > 10_000
         assert "cdn" not in html.text.lower() and "fonts.googleapis" not in html.text
+
+
+def test_multiprocess_directory_is_fresh_or_emptied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serve --workers N`` gets an empty sample directory: a fresh one removed at the end, or
+    the operator's own emptied of an earlier run's sample files (and kept)."""
+    from smartrec.api.metrics import MULTIPROC_ENV, multiprocess_metrics
+
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    with multiprocess_metrics() as fresh:
+        assert os.environ[MULTIPROC_ENV] == str(fresh) and not list(fresh.iterdir())
+    assert not fresh.exists() and MULTIPROC_ENV not in os.environ
+    given = tmp_path / "prometheus"
+    given.mkdir()
+    (given / "counter_123.db").write_bytes(b"old")
+    (given / "README").write_text("not ours")
+    monkeypatch.setenv(MULTIPROC_ENV, str(given))
+    with multiprocess_metrics() as used:
+        assert used == given and [p.name for p in given.iterdir()] == ["README"]
+    assert given.exists()
