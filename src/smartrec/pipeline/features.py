@@ -35,14 +35,15 @@ def feature_names(retriever_names: Sequence[str], windows: Sequence[str]) -> lis
 
 
 def standardise(values: np.ndarray) -> np.ndarray:
-    """Standardise over the finite values; missing ones get MISSING_Z."""
-    out = np.full(values.shape, MISSING_Z, dtype=np.float32)
+    """Standardise each column over its finite values; missing ones get MISSING_Z."""
     ok = np.isfinite(values)
-    if ok.any():
-        v = values[ok]
-        sd = float(v.std())
-        out[ok] = (v - float(v.mean())) / (sd if sd > 1e-9 else 1.0)
-    return out
+    count = np.maximum(ok.sum(axis=0), 1)
+    filled = np.where(ok, values, 0.0).astype(np.float64)
+    mean = filled.sum(axis=0) / count
+    centred = np.where(ok, filled - mean, 0.0)
+    sd = np.sqrt((centred * centred).sum(axis=0) / count)
+    z = centred / np.where(sd > 1e-9, sd, 1.0)
+    return np.where(ok, z, MISSING_Z).astype(np.float32)
 
 
 @dataclass
@@ -82,15 +83,13 @@ def build_features(
     items = c.items
     inside = items < n_items
     idx = np.where(inside, items, 0)
-    fused = np.zeros(m, dtype=np.float32)
-    for j, r in enumerate(retrievers):
-        z = standardise(c.scores[:, j])
-        fused += r.config.weight * z
-        x[:, 3 * j] = c.scores[:, j]
-        x[:, 3 * j + 1] = z
-        x[:, 3 * j + 2] = np.log1p(c.ranks[:, j])
+    z = standardise(c.scores)
+    weights = np.asarray([r.config.weight for r in retrievers], dtype=np.float32)
+    x[:, 0 : 3 * n_r : 3] = c.scores
+    x[:, 1 : 3 * n_r : 3] = z
+    x[:, 2 : 3 * n_r : 3] = np.log1p(c.ranks)
     col = 3 * n_r
-    x[:, col] = fused
+    x[:, col] = (z * weights).sum(axis=1) if n_r else 0.0
     col += 1
     table = columns.table[idx]
     table[~inside] = np.nan

@@ -10,7 +10,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from smartrec.models import Recommender
-from smartrec.pipeline.kernels import Scorer, array_scorer, nan_scorer, prune_rows, top_n
+from smartrec.pipeline.kernels import (
+    Scorer,
+    array_scorer,
+    gather_rows,
+    nan_scorer,
+    prune_rows,
+    top_n,
+)
 from smartrec.pipeline.query import UserQuery
 from smartrec.pipeline.retrievers.base import PipelineParts, Retriever, register
 from smartrec.pipeline.spec import RetrieverConfig
@@ -55,16 +62,27 @@ class NeighboursRetriever(Retriever):
         recent = q.recent[: self.config.recent]
         if not recent:
             return np.zeros(0, dtype=np.int64), nan_scorer
-        row = _restrict(q.conf, recent)
-        if row.nnz == 0:
+        hist, values = _history(q.conf, recent)
+        if hist.size == 0:
             return np.zeros(0, dtype=np.int64), nan_scorer
         model = self._model
         n = self.config.n
+        weights = values
+        if model.params.get("binary", True):
+            weights = (values > 0).astype(np.float32)
         similarity = getattr(model, "similarity", None)
         if sp.issparse(similarity):
             pruned, transposed = self._knn_views(similarity)
-            return _sparse_neighbours(model, pruned, transposed, row, n, blocked, allowed)
-        full = model.score(row, np.array([-1]))[0]
+            return _sparse_neighbours(pruned, transposed, hist, weights, n, blocked, allowed)
+        dense = getattr(model, "weights", None)
+        if isinstance(dense, np.ndarray):
+            # EASE: the user's row times B is the weighted sum of B's history rows.
+            full = np.asarray(weights @ dense[hist], dtype=np.float32)
+        else:
+            row = sp.csr_matrix(
+                (values, hist, np.array([0, len(hist)])), shape=(1, self.parts.n_items)
+            )
+            full = model.score(row, np.array([-1]))[0]
         masked = full if allowed is None else np.where(allowed[: self.parts.n_items], full, -np.inf)
         top = top_n(np.where(masked > 0, masked, -np.inf), n, blocked)
         return top, array_scorer(full)
@@ -92,34 +110,30 @@ class NeighboursRetriever(Retriever):
         return {"kind": "similar_to", "item": source}
 
 
-def _restrict(conf: sp.csr_matrix, items: list[int]) -> sp.csr_matrix:
-    """The confidence row limited to the given items."""
+def _history(conf: sp.csr_matrix, items: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(item indices, sorted; their confidences) of the confidence row limited to ``items``.
+
+    Plain arrays: building a one-row CSR matrix costs more than the whole lookup."""
     keep = np.isin(conf.indices, np.asarray(items, dtype=conf.indices.dtype))
-    return sp.csr_matrix(
-        (conf.data[keep], conf.indices[keep], np.array([0, int(keep.sum())])), shape=conf.shape
-    )
+    return conf.indices[keep].astype(np.int64), conf.data[keep].astype(np.float32)
 
 
 def _sparse_neighbours(
-    model: Recommender,
     pruned: sp.csr_matrix,
     transposed: sp.csr_matrix,
-    row: sp.csr_matrix,
+    hist: np.ndarray,
+    weights: np.ndarray,
     n: int,
     blocked: np.ndarray,
     allowed: np.ndarray | None,
 ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
     """Item-kNN without catalogue-sized work: candidates from the history items' strongest
-    neighbours (``pruned`` rows of S), exact scores from S's columns (rows of ``transposed``)."""
-    weights = row.data.astype(np.float32)
-    if model.params.get("binary", True):
-        weights = (weights > 0).astype(np.float32)
-    hist = row.indices.astype(np.int64)  # sorted (CSR)
-    block = pruned[hist]
-    counts = np.diff(block.indptr)
-    cols, inverse = np.unique(block.indices, return_inverse=True)
+    neighbours (``pruned`` rows of S), exact scores from S's columns (rows of ``transposed``).
+    ``hist`` is sorted (CSR order) and ``weights`` are its items' weights."""
+    counts, cols_all, data = gather_rows(pruned, hist)
+    cols, inverse = np.unique(cols_all, return_inverse=True)
     vals = np.zeros(len(cols), dtype=np.float32)
-    np.add.at(vals, inverse, (block.data * np.repeat(weights, counts)).astype(np.float32))
+    np.add.at(vals, inverse, (data * np.repeat(weights, counts)).astype(np.float32))
     ok = vals > 0
     if blocked.size:
         ok &= ~np.isin(cols, blocked)
