@@ -90,6 +90,18 @@ class TrainedPipeline:
     def retriever(self, name: str) -> Retriever:
         return next(r for r in self.retrievers if r.name == name)
 
+    def reason_sources(
+        self, recent: list[int], page_items: np.ndarray, names: Sequence[str] | None = None
+    ) -> dict[str, list[int | None]]:
+        """Retriever name -> the history item explaining each page item (None: none), for
+        :meth:`Retriever.reason`; only the retrievers in ``names`` when given."""
+        wanted = None if names is None else set(names)
+        return {
+            r.name: r.sources(recent, page_items)
+            for r in self.retrievers
+            if wanted is None or r.name in wanted
+        }
+
     @property
     def item_columns(self) -> ItemColumns:
         columns = self._columns

@@ -73,10 +73,11 @@ def recent_items(data: Interactions) -> RecentItems:
     key = id(data)
     held = _RECENT.get(key)
     if held is None or held[0]() is not data:
-        held = (
-            weakref.ref(data, lambda _ref, key=key: _RECENT.pop(key, None)),
-            RecentItems.build(data),
-        )
+
+        def forget(_ref: weakref.ref[Interactions], key: int = key) -> None:
+            _RECENT.pop(key, None)
+
+        held = (weakref.ref(data, forget), RecentItems.build(data))
         _RECENT[key] = held
     return held[1]
 

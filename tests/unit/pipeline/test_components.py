@@ -108,3 +108,31 @@ def test_replacing_the_spec_rebuilds_the_retrievers(world: Interactions) -> None
     assert swapped.retrievers[0].config.n == 3
     q = query_from_matrix(world, 1)
     assert len(swapped.retrieve(q)) == 3 and len(pipe.retrieve(q)) == 5
+
+
+def test_each_kind_says_why_it_found_an_item(world: Interactions) -> None:
+    """What serving shows as reasons comes from the retrievers, not from a switch on kind."""
+    spec = load_spec().with_models({"als": {"factors": 8, "iterations": 3}, "ease": {"l2": 50.0}})
+    extra = parse_spec({"retrievers": [{"name": "covisit", "kind": "covisit"}]}).retrievers
+    spec = spec.model_copy(update={"retrievers": [*spec.retrievers, *extra]})
+    pipe = fit_components(world, spec, None)
+    by = {r.kind: r for r in pipe.retrievers}
+    assert by["embedding"].reason(None, None) == {"kind": "personalized", "algorithm": "als"}
+    assert by["popular"].reason(None, "drama") == {
+        "kind": "popular_in",
+        "window": "7d",
+        "category": "drama",
+    }
+    assert by["neighbours"].reason(None, None) is None
+    assert by["neighbours"].reason(4, None) == {"kind": "similar_to", "item": 4}
+    assert by["covisit"].reason(4, None) == {"kind": "similar_to", "item": 4, "via": "covisit"}
+    q = query_from_matrix(world, 7)
+    page = pipe.recommend(q, 5)[0]
+    sources = pipe.reason_sources(q.recent, page, ["neighbours", "covisit"])
+    assert set(sources) == {"neighbours", "covisit"}
+    # The neighbours source is the recent item that lifts the page item most.
+    src = np.asarray(q.recent[:50])
+    contrib = pipe.models["neighbours"].contributions(src, page)
+    for k, s in enumerate(sources["neighbours"]):
+        assert s is None or s == int(src[np.argmax(contrib[:, k])])
+    assert any(s is not None for s in sources["neighbours"])
