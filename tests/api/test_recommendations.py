@@ -7,7 +7,18 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import Trained, assert_problem, error_fields, item_ids
+from tests.api.conftest import (
+    EASE_ONLY,
+    AppFactory,
+    Trained,
+    World,
+    assert_problem,
+    error_fields,
+    item_ids,
+    load_world,
+    post_events,
+    train,
+)
 
 PERSONAL_KINDS = {"personalized", "similar_to"}
 
@@ -65,6 +76,34 @@ def test_seen_items_may_come_back_with_exclude_seen_false(trained: Trained) -> N
     ids = [i["item_id"] for i in recs(trained.client, user, n=20, exclude_seen="false")["items"]]
     assert len(ids) == 20
     assert set(ids) & trained.world.seen[user]
+
+
+@pytest.mark.parametrize("exclude_seen", [True, False])
+def test_disliked_items_never_come_back_on_a_single_model_champion(
+    make_client: AppFactory, world: World, exclude_seen: bool
+) -> None:
+    """exclude_seen=false brings back what the user liked, never what they disliked: with a
+    page as long as the catalogue every other item shows, so only the exclusion can keep the
+    disliked ones out (the model scores them, the popular fill would add them)."""
+    client = make_client()
+    load_world(client, world)
+    train(client, EASE_ONLY)
+    popular = [i["item_id"] for i in client.get("/v1/popular", params={"n": 6}).json()["items"]]
+    liked, disliked = popular[:3], popular[3:]
+    user = "h5-picky"
+    post_events(
+        client,
+        [{"user_id": user, "item_id": i, "type": "purchase"} for i in liked]
+        + [{"user_id": user, "item_id": i, "type": "dislike"} for i in disliked],
+    )
+    body = recs(client, user, n=len(world.items), exclude_seen=exclude_seen)
+    assert body["items"][0]["reasons"][0] == {"kind": "personalized", "algorithm": "ease"}
+    ids = {i["item_id"] for i in body["items"]}
+    assert not ids & set(disliked)
+    if exclude_seen:
+        assert not ids & set(liked)
+    else:
+        assert set(liked) <= ids
 
 
 @pytest.mark.parametrize("exclude_seen", [True, False])

@@ -83,6 +83,25 @@ def test_bad_page_tokens_are_a_clear_422(token: str) -> None:
     assert info.value.field == "page_token"
 
 
+@pytest.mark.parametrize("count", [3, RAW_UP_TO, RAW_UP_TO + 1, 300])
+def test_a_token_cut_anywhere_is_refused_never_read_as_fewer_items(count: int) -> None:
+    """A cut token (a proxy's URL limit, a bad copy) must not decode to a prefix of the items
+    shown, which would show them again: plain tokens by their CRC, compressed ones because the
+    zlib stream must end (a cut stream inflates to a prefix without error)."""
+    token = PageState.empty().after(f"item-{i}" for i in range(count)).encode()
+    for cut in range(1, len(token)):
+        with pytest.raises(ValidationFailed) as info:
+            decode_page_token(token[:-cut])
+        assert info.value.field == "page_token"
+
+
+def test_a_compressed_token_with_bytes_after_its_stream_is_refused() -> None:
+    state = PageState.empty().after(f"item-{i}" for i in range(RAW_UP_TO + 1))
+    payload = base64.urlsafe_b64decode(state.encode() + "==")
+    with pytest.raises(ValidationFailed):
+        decode_page_token(_b64(payload + b"\0\0\0\0"))
+
+
 def test_item_hash_is_stable() -> None:
     assert item_hash("star-wars") == item_hash("star-wars")
     assert item_hash("a") != item_hash("b")
