@@ -137,3 +137,28 @@ def test_spec_checks_covisit_blocks() -> None:
         )
     with pytest.raises(ValidationFailed, match="unknown retriever kind"):
         parse_spec({"retrievers": [{"name": "c", "kind": "nope"}]})
+
+
+def test_the_shipped_toml_block_parses_once_uncommented() -> None:
+    """The commented covisit block in default_pipeline.toml stays valid."""
+    import tomllib
+    from importlib import resources
+
+    text = resources.files("smartrec.pipeline").joinpath("default_pipeline.toml").read_text()
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line == "# [[retrievers]]")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("# "):
+            break
+        block.append(line[2:])
+    uncommented = "\n".join(lines[:start] + block + lines[start + len(block) :])
+    spec = parse_spec(tomllib.loads(uncommented))
+    covisit = spec.retriever("covisit")
+    assert covisit.kind == "covisit" and covisit.params["half_life_days"] == 30
+    assert [r.kind for r in load_spec().retrievers] == [
+        "embedding",
+        "neighbours",
+        "popular",
+        "content",
+    ]
