@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test lint format bench clean services wheel-smoke docs
+.PHONY: demo test lint format bench clean services wheel-smoke docs mutation
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ format: $(STAMP)
 bench: $(STAMP) services
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/serve.py
+
+# Mutation testing of the core modules (mutmut, minutes per module): make mutation, or
+# make mutation MODULES="rules filters". Score and equivalent mutants: BENCHMARKS.md section 10.
+mutation: $(STAMP) services
+	bash scripts/mutation.sh $(MODULES)
 
 clean:
 	rm -rf $(VENV) .smartrec .pytest_cache .mypy_cache .ruff_cache
