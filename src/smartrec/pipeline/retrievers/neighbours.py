@@ -76,8 +76,12 @@ class NeighboursRetriever(Retriever):
             return _sparse_neighbours(pruned, transposed, hist, weights, n, blocked, allowed)
         dense = getattr(model, "weights", None)
         if isinstance(dense, np.ndarray):
-            # EASE: the user's row times B is the weighted sum of B's history rows.
-            full = np.asarray(weights @ dense[hist], dtype=np.float32)
+            # EASE: the user's row times B is the weighted sum of B's history rows. Summed by
+            # numpy, not BLAS: a threaded gemv on a few hundred rows waits on its pool.
+            rows = dense[hist[weights != 0]]
+            if not np.all(weights[weights != 0] == 1.0):
+                rows *= weights[weights != 0][:, None]
+            full = rows.sum(axis=0, dtype=np.float32)
         else:
             row = sp.csr_matrix(
                 (values, hist, np.array([0, len(hist)])), shape=(1, self.parts.n_items)
