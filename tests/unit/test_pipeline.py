@@ -16,7 +16,7 @@ from smartrec.models import create
 from smartrec.pipeline import core
 from smartrec.pipeline.core import TrainedPipeline, query_from_matrix, recommend_users
 from smartrec.pipeline.spec import PipelineSpec, load_spec, parse_spec
-from smartrec.training import pipeline_fit, ranker
+from smartrec.training import pipeline_fit
 from smartrec.training.pipeline_fit import fit_components, fit_pipeline, split_for_ranker
 from smartrec.training.ranker import ranker_dataset
 
@@ -257,7 +257,6 @@ def test_fit_pipeline_fits_retrievers_on_the_past_only(
         return real(d, *args, **kwargs)
 
     monkeypatch.setattr(pipeline_fit, "fit_components", spy)
-    monkeypatch.setattr(ranker, "fit_components", spy)
     pipe = fit_pipeline(data, spec, catalog, label_split="time")
     past, final = seen
     cutoff = np.quantile(data.event_times, 0.8)
@@ -333,7 +332,7 @@ def test_offline_diversity_rule_spreads_categories(world: Any, fitted: TrainedPi
 
 def test_tune_pipeline_never_loses_to_the_spec_it_was_given(world: Any, spec: PipelineSpec) -> None:
     from smartrec.pipeline.tuning import apply_pipeline_params
-    from smartrec.training.ranker import tune_pipeline
+    from smartrec.training.pipeline_tune import tune_pipeline
     from smartrec.training.tune import temporal_validation
 
     data, catalog, _ = world
@@ -351,7 +350,7 @@ def test_tune_pipeline_never_loses_to_the_spec_it_was_given(world: Any, spec: Pi
 def test_tune_pipeline_with_a_trial_cap_chooses_the_same_twice(
     world: Any, spec: PipelineSpec
 ) -> None:
-    from smartrec.training.ranker import tune_pipeline
+    from smartrec.training.pipeline_tune import tune_pipeline
     from smartrec.training.tune import temporal_validation
 
     data, catalog, _ = world

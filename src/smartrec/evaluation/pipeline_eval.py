@@ -163,7 +163,7 @@ def run_pipeline_protocol(
     fusion_base: PipelineSpec | None = None
     if tuning is not None:
         from smartrec.pipeline.tuning import apply_pipeline_params
-        from smartrec.training.ranker import tune_pipeline
+        from smartrec.training.pipeline_tune import tune_pipeline
 
         budget = tune_budget_s * (1 - MODEL_SHARE)
         say(f"tuning the ranking stage for {budget:.0f}s on the same split of train")

@@ -17,21 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from smartrec.errors import ValidationFailed
 from smartrec.pipeline.ann import AnnConfig
 from smartrec.pipeline.content import ContentConfig
-
-WINDOW_UNITS = {"h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
-
-
-def window_seconds(window: str) -> float:
-    """'7d' -> seconds (h, d, w)."""
-    text = window.strip()
-    try:
-        value = float(text[:-1])
-        unit = WINDOW_UNITS[text[-1]]
-    except (KeyError, ValueError, IndexError):
-        raise ValueError(f"window {window!r} is not like 24h, 7d or 2w") from None
-    if value <= 0:
-        raise ValueError(f"window {window!r} must be positive")
-    return value * unit
+from smartrec.pipeline.windows import window_seconds
 
 
 class _Config(BaseModel):

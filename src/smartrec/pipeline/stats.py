@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from smartrec.domain import Interactions
-from smartrec.pipeline.spec import window_seconds
+from smartrec.pipeline.windows import window_seconds
 
 
 @dataclass

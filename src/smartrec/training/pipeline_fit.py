@@ -20,8 +20,10 @@ from smartrec.domain.splits import stratified_split, temporal_holdout
 from smartrec.models import Recommender, create
 from smartrec.pipeline.core import TrainedPipeline
 from smartrec.pipeline.retrievers import retriever_class
-from smartrec.pipeline.spec import PipelineSpec, window_seconds
+from smartrec.pipeline.spec import PipelineSpec
 from smartrec.pipeline.stats import ItemStats
+from smartrec.pipeline.windows import window_seconds
+from smartrec.training.ranker import ranker_dataset, train_ranker
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -97,6 +99,42 @@ def split_for_ranker(
     )
 
 
+def ranker_rows(
+    data: Interactions,
+    spec: PipelineSpec,
+    catalog: dict[str, CatalogItem] | None,
+    content: Any,
+    label_split: str,
+    seed: int,
+    max_users: int | None,
+    say: Progress,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any], list[str]]:
+    """Training lists of every fold, stacked (one fold for a time split)."""
+    folds = spec.ranker.folds if label_split != "time" else 1
+    xs, ys, gs = [], [], []
+    totals: dict[str, Any] = {"users": 0, "rows": 0, "positives": 0, "folds": folds}
+    fold_lists: list[int] = []
+    names: list[str] = []
+    for fold in range(folds):
+        past_mask = split_for_ranker(data, spec.ranker.label_fraction, label_split, seed + fold)
+        past, later = data.subset_events(past_mask), data.subset_events(~past_mask)
+        say(
+            f"ranker fold {fold + 1}/{folds}: retrievers fitted on {int(past_mask.sum())} "
+            f"earlier events, labels from the {int((~past_mask).sum())} later ones"
+        )
+        past_pipeline = fit_components(past, spec, catalog, build_ann=False, content_index=content)
+        names = past_pipeline.feature_names
+        x, y, groups, counts = ranker_dataset(past_pipeline, past, later, max_users, seed)
+        xs.append(x)
+        ys.append(y)
+        gs.append(groups)
+        fold_lists.append(len(groups))
+        for key in ("users", "rows", "positives"):
+            totals[key] += int(counts.get(key, 0))
+    totals["fold_lists"] = fold_lists
+    return np.vstack(xs), np.concatenate(ys), np.concatenate(gs), totals, names
+
+
 def fit_pipeline(
     data: Interactions,
     spec: PipelineSpec,
@@ -108,7 +146,6 @@ def fit_pipeline(
     progress: Progress | None = None,
 ) -> TrainedPipeline:
     """Fit the retrievers on all of ``data`` and the ranker on its later window (see module)."""
-    from smartrec.training.ranker import ranker_rows, train_ranker
 
     say = progress or (lambda msg: log.info(msg))
     started = time.perf_counter()

@@ -174,7 +174,7 @@ class Trainer:
             trials=trials,
         )
         if self.settings.pipeline_enabled:
-            from smartrec.training.ranker import tune_pipeline
+            from smartrec.training.pipeline_tune import tune_pipeline
 
             tuned_models = apply_tuned(configs, result.best_params, {})
             fraction = self.settings.validation_fraction

@@ -16,7 +16,7 @@ import importlib
 import pkgutil
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -24,8 +24,10 @@ from smartrec.domain import Interactions
 from smartrec.models import Recommender
 from smartrec.pipeline.kernels import Scorer
 from smartrec.pipeline.query import UserQuery
-from smartrec.pipeline.spec import PipelineSpec, RetrieverConfig
 from smartrec.pipeline.stats import ItemStats
+
+if TYPE_CHECKING:  # the spec validates kinds through the registry: no import back
+    from smartrec.pipeline.spec import PipelineSpec, RetrieverConfig
 
 
 class PipelineParts(Protocol):

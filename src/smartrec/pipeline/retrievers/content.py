@@ -7,7 +7,7 @@ catalogue. Sparse (TF-IDF) vectors go through an inverted index of the cold item
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -15,7 +15,9 @@ import scipy.sparse as sp
 from smartrec.pipeline.kernels import Scorer, dot_rows, gather_rows, nan_scorer, top_n
 from smartrec.pipeline.query import COLD_EVENTS, UserQuery
 from smartrec.pipeline.retrievers.base import PipelineParts, Retriever, register
-from smartrec.pipeline.spec import RetrieverConfig
+
+if TYPE_CHECKING:  # the spec validates kinds through the registry: no import back
+    from smartrec.pipeline.spec import RetrieverConfig
 
 #: The content query keeps its heaviest terms only: rare (high-idf) words decide similarity,
 #: and a category token shared by a twentieth of a million-item catalogue would cost more to

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,7 +28,9 @@ from smartrec.domain import Interactions
 from smartrec.pipeline.kernels import Scorer, gather_rows, nan_scorer, prune_rows, top_n
 from smartrec.pipeline.query import UserQuery
 from smartrec.pipeline.retrievers.base import Retriever, register
-from smartrec.pipeline.spec import RetrieverConfig
+
+if TYPE_CHECKING:  # the spec validates kinds through the registry: no import back
+    from smartrec.pipeline.spec import RetrieverConfig
 
 FORMAT = 1
 

@@ -4,7 +4,7 @@ similarity), and the per-item explanation "similar to an item you touched"."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -20,7 +20,9 @@ from smartrec.pipeline.kernels import (
 )
 from smartrec.pipeline.query import UserQuery
 from smartrec.pipeline.retrievers.base import PipelineParts, Retriever, register
-from smartrec.pipeline.spec import RetrieverConfig
+
+if TYPE_CHECKING:  # the spec validates kinds through the registry: no import back
+    from smartrec.pipeline.spec import RetrieverConfig
 
 #: Retrieval reads at most this many of each history item's strongest neighbours. A popular
 #: item is among the top-k of thousands of others, so its row of the item-kNN matrix is long;

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from smartrec.pipeline.kernels import Scorer, array_scorer, first_allowed
 from smartrec.pipeline.query import UserQuery
 from smartrec.pipeline.retrievers.base import PipelineParts, Retriever, register
-from smartrec.pipeline.spec import RetrieverConfig
 from smartrec.pipeline.stats import ItemStats
+
+if TYPE_CHECKING:  # the spec validates kinds through the registry: no import back
+    from smartrec.pipeline.spec import RetrieverConfig
 
 
 @register
