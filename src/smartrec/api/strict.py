@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
+from functools import cached_property
 from typing import Any
 
 from fastapi import Request, Response
@@ -31,20 +32,17 @@ def is_json(content_type: str) -> bool:
 
 
 class StrictRoute(APIRoute):
-    @property
+    @cached_property
     def query_names(self) -> frozenset[str]:
-        """The query parameters this route reads, its dependencies' included."""
-        names = self.__dict__.get("_query_names")
-        if names is None:
-            found: set[str] = set()
-            stack = [self.dependant]
-            while stack:
-                dependant = stack.pop()
-                found.update(p.alias for p in dependant.query_params)
-                stack.extend(dependant.dependencies)
-            names = frozenset(found)
-            self.__dict__["_query_names"] = names
-        return names
+        """The query parameters this route reads, its dependencies' included (computed once,
+        at the first request: the dependant tree is complete by then)."""
+        found: set[str] = set()
+        stack = [self.dependant]
+        while stack:
+            dependant = stack.pop()
+            found.update(p.alias for p in dependant.query_params)
+            stack.extend(dependant.dependencies)
+        return frozenset(found)
 
     def get_route_handler(self) -> Handler:
         handler = super().get_route_handler()
