@@ -9,7 +9,7 @@ recommendations without a refit.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,6 +17,9 @@ import scipy.sparse as sp
 from smartrec.domain import Interactions
 from smartrec.errors import ModelError
 from smartrec.models.base import Recommender
+
+if TYPE_CHECKING:
+    from implicit.recommender_base import RecommenderBase
 
 
 def _to_numpy(factors: Any) -> np.ndarray:
@@ -54,7 +57,7 @@ class _FactorModel(Recommender):
         self.item_factors = np.zeros((0, 0), dtype=np.float32)
 
     @abstractmethod
-    def _make_model(self, use_gpu: bool) -> Any:
+    def _make_model(self, use_gpu: bool) -> RecommenderBase:
         """The (unfitted) implicit model."""
 
     @abstractmethod
@@ -147,7 +150,7 @@ class ALS(_FactorModel):
             "use_gpu": False,
         }
 
-    def _make_model(self, use_gpu: bool) -> Any:
+    def _make_model(self, use_gpu: bool) -> RecommenderBase:
         import implicit.als
 
         return implicit.als.AlternatingLeastSquares(
@@ -212,7 +215,7 @@ class BPR(_FactorModel):
             "use_gpu": False,
         }
 
-    def _make_model(self, use_gpu: bool) -> Any:
+    def _make_model(self, use_gpu: bool) -> RecommenderBase:
         import implicit.bpr
 
         return implicit.bpr.BayesianPersonalizedRanking(
