@@ -34,7 +34,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import count, pairwise
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,6 +42,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from smartrec.domain import CatalogItem
 from smartrec.errors import ModelError, NotFound, ValidationFailed
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 CONTENT_JSON = "content.json"
 CONTENT_NPZ = "content.npz"
@@ -303,10 +306,10 @@ class _SentenceEncoder:
 
 
 _MODEL_LOCK = threading.Lock()
-_MODEL: Any = None
+_MODEL: SentenceTransformer | None = None
 
 
-def load_sentence_model() -> Any:
+def load_sentence_model() -> SentenceTransformer:
     """The bundled all-MiniLM-L6-v2 on the CPU, loaded once per process, never from the network."""
     global _MODEL
     with _MODEL_LOCK:
@@ -315,7 +318,7 @@ def load_sentence_model() -> Any:
         return _MODEL
 
 
-def _load_sentence_model() -> Any:
+def _load_sentence_model() -> SentenceTransformer:
     os.environ["HF_HUB_OFFLINE"] = "1"  # read at import by huggingface_hub: set before it
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     try:
@@ -362,7 +365,7 @@ def content_print(item: CatalogItem, config: ContentConfig | None = None) -> int
     (0 = unknown)."""
     config = config or ContentConfig()
     if config.backend == "sentence":
-        payload: Any = _embedding_text(item)
+        payload: str | dict[str, list[str]] = _embedding_text(item)
     else:
         doc = item_document(item, config)
         payload = {f: sorted(doc[f]) for f in _FIELDS if float(getattr(config.weights, f)) > 0}

@@ -27,6 +27,8 @@ from smartrec.pipeline.query import UserQuery
 from smartrec.pipeline.stats import ItemStats
 
 if TYPE_CHECKING:  # the spec validates kinds through the registry: no import back
+    from smartrec.pipeline.ann import VectorIndex
+    from smartrec.pipeline.content import ContentIndex
     from smartrec.pipeline.spec import PipelineSpec, RetrieverConfig
 
 
@@ -37,8 +39,8 @@ class PipelineParts(Protocol):
     models: dict[str, Recommender]
     stats: ItemStats
     n_items: int
-    content: Any  # ContentIndex (the serving state extends and replaces it)
-    ann: dict[str, Any]  # retriever name -> VectorIndex
+    content: ContentIndex | None  # the serving state extends and replaces it
+    ann: dict[str, VectorIndex]  # retriever name -> its index
     extras: dict[str, Any]  # retriever name -> its own fitted state
 
 

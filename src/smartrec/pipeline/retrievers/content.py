@@ -17,6 +17,7 @@ from smartrec.pipeline.query import COLD_EVENTS, UserQuery
 from smartrec.pipeline.retrievers.base import PipelineParts, Retriever, register
 
 if TYPE_CHECKING:  # the spec validates kinds through the registry: no import back
+    from smartrec.pipeline.content import ContentIndex
     from smartrec.pipeline.spec import RetrieverConfig
 
 #: The content query keeps its heaviest terms only: rare (high-idf) words decide similarity,
@@ -34,13 +35,15 @@ class ContentRetriever(Retriever):
     def __init__(self, config: RetrieverConfig, parts: PipelineParts) -> None:
         super().__init__(config, parts)
         #: (content matrix, cold scope, inverted index of the scope or None, scope limit)
-        self._cold: tuple[Any, np.ndarray, sp.csr_matrix | None, int] | None = None
+        self._cold: (
+            tuple[sp.csr_matrix | np.ndarray, np.ndarray, sp.csr_matrix | None, int] | None
+        ) = None
 
     def warm(self) -> None:
         if self.config.scope == "cold" and self.parts.content is not None:
             self._cold_scope(self.parts.content)
 
-    def _cold_scope(self, index: Any) -> tuple[np.ndarray, sp.csr_matrix | None]:
+    def _cold_scope(self, index: ContentIndex) -> tuple[np.ndarray, sp.csr_matrix | None]:
         """The newest ``scope_limit`` model items with few events, and an inverted index (terms
         x those items) of their content rows when the vectors are sparse; computed once per
         content index."""
@@ -137,7 +140,7 @@ class ContentRetriever(Retriever):
         return {"kind": "similar_to", "item": source, "via": "content"}
 
 
-def content_query(matrix: Any, recent: list[int]) -> np.ndarray | None:
+def content_query(matrix: sp.csr_matrix | np.ndarray, recent: list[int]) -> np.ndarray | None:
     """The L2-normalised mean of the recent items' content vectors (newer items weigh more)."""
     total = matrix.shape[0]
     rows = np.asarray([i for i in recent if i < total], dtype=np.int64)
