@@ -51,8 +51,8 @@ class Ranked:
     recent: list[int]  # the user's history on the model axis, newest positive first
     exclude: np.ndarray  # positions never to show (seen, negative feedback) at ranking time
     truncated: bool = False  # candidates past ``items`` were dropped when it was stored
-    #: (m, 2) history items behind each item's reasons (similar by neighbours, by content),
-    #: -1 for none; computed once when a feed is stored, instead of per page.
+    #: (m, R) history items behind each item's reasons, one column per retriever (column r:
+    #: ``cands.names[r]``), -1 for none; computed once when a feed is stored, not per page.
     sources: np.ndarray | None = None
     #: (m,) uint32 item hashes (page tokens) and (m,) bit masks of the retrievers that found
     #: each item (bit r: ``cands.names[r]``): computed once per feed, not per page. Arrays,

@@ -94,7 +94,6 @@ class UserRanker:
         pipeline = state.pipeline
         assert pipeline is not None
         kept = ranking.trim(self.feed_items)
-        sources = feed_sources(pipeline, kept.recent, kept.items)
         hashes = np.fromiter(
             (item_hash(state.item_ids[i]) for i in kept.items.tolist()),
             dtype=np.uint32,
@@ -109,6 +108,8 @@ class UserRanker:
                 found[: len(kept.cands)] = np.bitwise_or.reduce(
                     np.where(np.isnan(kept.cands.ranks), np.uint64(0), bits), axis=1
                 )
+        names = kept.cands.names
+        sources = feed_sources(pipeline, kept.recent, kept.items, names, found)
         kept = dataclasses.replace(kept, sources=sources, hashes=hashes, found=found)
         return Feed(state.version, kept, built_ms)
 

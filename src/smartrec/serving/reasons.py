@@ -1,20 +1,22 @@
 """Why an item is recommended: typed reasons, serialised as the plain dicts of the HTTP answer.
 
-The pipeline's reasons name the retrievers that found an item and the history item behind
-them; a classic model's name the history item that contributes most. The switches over
-retriever kinds live here, in one place, until retrievers explain themselves.
+The pipeline's reasons come from the retrievers that found an item: each one names the history
+item behind it (:meth:`Retriever.sources`) and says why (:meth:`Retriever.reason`), so a new
+retriever kind explains itself with no change here. A classic model's reasons name the history
+item that contributes most.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import scipy.sparse as sp
 
 from smartrec.pipeline.core import Candidates, TrainedPipeline
+from smartrec.pipeline.retrievers import Retriever
 from smartrec.serving.results import Reason, Recommendation
 
 if TYPE_CHECKING:
@@ -32,23 +34,24 @@ class PageFacts:
     promoted: np.ndarray  # bool
     cands: Candidates
     recent: list[int]  # the user's positive history, newest first
-    #: From a feed: (m, 2) history items behind the reasons and (m,) retriever bit masks.
+    #: From a feed: (m, R) history items behind the reasons (column r: ``cands.names[r]``,
+    #: -1 for none) and (m,) retriever bit masks.
     sources: np.ndarray | None = None
     found: np.ndarray | None = None
 
 
 class _MaskTable:
-    """Bit mask (bit r: the r-th retriever found the item) -> those retrievers' specs, built
-    as masks are met: a handful in practice, never 2^R up front."""
+    """Bit mask (bit r: the r-th retriever found the item) -> those retrievers, built as masks
+    are met: a handful in practice, never 2^R up front."""
 
-    def __init__(self, specs: list[Any]) -> None:
-        self.specs = specs
-        self._lists: dict[int, list[Any]] = {}
+    def __init__(self, retrievers: list[Retriever]) -> None:
+        self.retrievers = retrievers
+        self._lists: dict[int, list[Retriever]] = {}
 
-    def __getitem__(self, mask: int) -> list[Any]:
+    def __getitem__(self, mask: int) -> list[Retriever]:
         found = self._lists.get(mask)
         if found is None:
-            found = [r for b, r in enumerate(self.specs) if mask >> b & 1]
+            found = [r for b, r in enumerate(self.retrievers) if mask >> b & 1]
             self._lists[mask] = found
         return found
 
@@ -67,10 +70,10 @@ class PipelineReasons:
         key = (id(pipeline), names)
         held = self._tables.get(key)
         if held is None or held[0] is not pipeline:
-            specs = [next(r for r in pipeline.spec.retrievers if r.name == n) for n in names]
+            retrievers = [pipeline.retriever(n) for n in names]
             if len(self._tables) >= 4:  # a model swap clears it; this bounds the rest
                 self._tables.clear()
-            held = (pipeline, _MaskTable(specs))  # held so that its id is not reused
+            held = (pipeline, _MaskTable(retrievers))  # held so that its id is not reused
             self._tables[key] = held
         return held[1]
 
@@ -89,20 +92,15 @@ class PipelineReasons:
         by_mask = self._by_mask(pipeline, tuple(cands.names))
         at = np.asarray(page, dtype=np.int64)
         page_items = facts.items[at]
-        similar_src: list[int | None]
-        content_src: list[int | None]
-        if facts.sources is not None:
-            picked = facts.sources[at].tolist()
-            similar_src = [a if a >= 0 else None for a, _ in picked]
-            content_src = [b if b >= 0 else None for _, b in picked]
-        else:
-            similar_src = similar_sources(pipeline, facts.recent, page_items)
-            content_src = content_sources(pipeline, facts.recent, page_items)
         if facts.found is not None:
             by = [by_mask[m] for m in facts.found[at].tolist()]
         else:
             bits = [sum(1 << b for b in cands.found_by(j)) if j < len(cands) else 0 for j in page]
             by = [by_mask[m] for m in bits]
+        if facts.sources is not None:
+            sources = _feed_columns(facts.sources[at], cands.names, by)
+        else:
+            sources = page_sources(facts.recent, page_items, by)
         fill = facts.popular[at].tolist()
         new = facts.new[at].tolist()
         promo = facts.promoted[at].tolist()
@@ -113,7 +111,10 @@ class PipelineReasons:
             reasons: list[Reason] = []
             if j in explored:
                 reasons.append({"kind": "new", "exploration": True})
-            reasons += found_reasons(state, by[pos], similar_src[pos], content_src[pos], category)
+            found = by[pos]
+            if found:
+                explained = [sources[r.name][pos] if r.name in sources else None for r in found]
+                reasons += found_reasons(state, found, explained, category)
             if fill[pos]:
                 reasons.append({"kind": "popular"})
             if new[pos] and j not in explored:
@@ -128,87 +129,77 @@ class PipelineReasons:
 
 def found_reasons(
     state: ServingState,
-    by: list[Any],
-    similar: int | None,
-    content: int | None,
+    by: Sequence[Retriever],
+    sources: Sequence[int | None],
     category: str | None,
 ) -> list[Reason]:
-    """Why the retrievers ``by`` found an item, once per cause (two retrievers with the
-    same cause read once)."""
-    reasons: dict[tuple[Any, ...], Reason] = {}
-    for r in by:
-        if r.kind == "neighbours" and similar is not None:
-            reasons[("similar_to", similar)] = {
-                "kind": "similar_to",
-                "item_id": state.item_ids[similar],
-                "title": state.titles[similar],
-            }
-        elif r.kind == "content" and content is not None:
-            reasons[("content", content)] = {
-                "kind": "similar_to",
-                "item_id": state.item_ids[content],
-                "title": state.titles[content],
-                "via": "content",
-            }
-        elif r.kind == "embedding":
-            reasons[("personalized", r.model)] = {"kind": "personalized", "algorithm": r.model}
-        elif r.kind == "popular":
-            # Popular over the whole catalogue in the window (a category is named only
-            # when the request asked for one: then the list is popular within it).
-            reason: Reason = {"kind": "popular_in", "window": r.windows[0]}
-            if category is not None:
-                reason["category"] = category
-            reasons[("popular_in", r.windows[0])] = reason
+    """Why the retrievers ``by`` found an item (``sources[k]``: the history item behind
+    ``by[k]``, from its :meth:`Retriever.sources`), once per cause: two retrievers with the
+    same cause read once. A reason's ``"item"`` becomes the item's id and title, in place."""
+    reasons: dict[tuple[tuple[str, Any], ...], Reason] = {}
+    for r, source in zip(by, sources, strict=True):
+        said = r.reason(source, category)
+        if said is None:
+            continue
+        if "item" in said:
+            said = _named(state, said)
+        reasons.setdefault(tuple(sorted(said.items())), cast(Reason, said))
     return list(reasons.values())
 
 
-def similar_sources(
-    pipeline: TrainedPipeline, recent: list[int], page_items: np.ndarray
-) -> list[int | None]:
-    """The recent history item that lifts each page item most (neighbours model)."""
-    out: list[int | None] = [None] * len(page_items)
-    r = next((r for r in pipeline.spec.retrievers if r.kind == "neighbours"), None)
-    inside = page_items < pipeline.n_items
-    if r is None or not recent or not inside.any():
-        return out
-    src = np.asarray(recent[:50], dtype=np.int64)
-    contrib = np.asarray(pipeline.models[r.name].contributions(src, page_items[inside]))
-    best = contrib.argmax(axis=0)
-    for k, pos in enumerate(np.flatnonzero(inside).tolist()):
-        if contrib[best[k], k] > 0:
-            out[pos] = int(src[best[k]])
+def _named(state: ServingState, said: dict[str, Any]) -> dict[str, Any]:
+    """``said`` with its ``"item"`` (an index) replaced by ``item_id`` and ``title`` where it
+    stood: the answer's key order is the reason's."""
+    out: dict[str, Any] = {}
+    for key, value in said.items():
+        if key == "item":
+            out["item_id"] = state.item_ids[value]
+            out["title"] = state.titles[value]
+        else:
+            out[key] = value
     return out
 
 
-def content_sources(
-    pipeline: TrainedPipeline, recent: list[int], page_items: np.ndarray
-) -> list[int | None]:
-    """The recent history item most similar in content to each page item."""
-    out: list[int | None] = [None] * len(page_items)
-    index = pipeline.content
-    if index is None or not recent or len(page_items) == 0:
-        return out
-    total = index.matrix.shape[0]
-    src = np.asarray([i for i in recent[:20] if i < total], dtype=np.int64)
-    ok = page_items < total
-    if src.size == 0 or not ok.any():
-        return out
-    a, b = index.matrix[src], index.matrix[page_items[ok]]
-    sims = a @ b.T
-    sims = sims.toarray() if hasattr(sims, "toarray") else np.asarray(sims)
-    best = sims.argmax(axis=0)
-    for k, pos in enumerate(np.flatnonzero(ok).tolist()):
-        if sims[best[k], k] > 0:
-            out[pos] = int(src[best[k]])
+def page_sources(
+    recent: list[int], page_items: np.ndarray, by: list[list[Retriever]]
+) -> dict[str, list[int | None]]:
+    """Retriever name -> the history item behind each page item's reason (None: none), asked
+    of each retriever for the items it found only (the others' entries stay None): per
+    request, that is all the explaining work there is."""
+    found: dict[str, tuple[Retriever, list[int]]] = {}
+    for pos, rs in enumerate(by):
+        for r in rs:
+            found.setdefault(r.name, (r, []))[1].append(pos)
+    out: dict[str, list[int | None]] = {}
+    for name, (r, at) in found.items():
+        column: list[int | None] = [None] * len(page_items)
+        if recent:
+            got = r.sources(recent, page_items[np.asarray(at, dtype=np.int64)])
+            for pos, source in zip(at, got, strict=True):
+                column[pos] = source
+        out[name] = column
     return out
+
+
+def _feed_columns(
+    picked: np.ndarray, names: Sequence[str], by: list[list[Retriever]]
+) -> dict[str, list[int | None]]:
+    """The page's rows of a feed's sources (-1: none), as :func:`page_sources` gives them,
+    for the retrievers that found a page item."""
+    wanted = {r.name for rs in by for r in rs}
+    return {
+        name: [v if v >= 0 else None for v in picked[:, col].tolist()]
+        for col, name in enumerate(names)
+        if name in wanted and col < picked.shape[1]
+    }
 
 
 def exploration_order(pipeline: TrainedPipeline, cands: Candidates, pool: list[int]) -> list[int]:
-    """Exploration candidates, the most similar in content to the user's history first.
+    """Exploration candidates, the best scored by a retriever that reaches new items first.
 
     New items have no model scores, so the ranker gives them (nearly) equal scores and
     their order would be the catalogue's; ties keep the ranking's order."""
-    col = next((k for k, r in enumerate(pipeline.spec.retrievers) if r.kind == "content"), None)
+    col = next((k for k, r in enumerate(pipeline.retrievers) if r.reaches_new_items), None)
     if col is None or not pool:
         return pool
 
@@ -219,15 +210,32 @@ def exploration_order(pipeline: TrainedPipeline, cands: Candidates, pool: list[i
     return sorted(pool, key=key)
 
 
-def feed_sources(pipeline: TrainedPipeline, recent: list[int], items: np.ndarray) -> np.ndarray:
-    """(m, 2) history items behind each item's reasons (similar by neighbours, by content),
-    -1 for none: what a feed keeps so that its pages do not work them out again."""
-    similar = similar_sources(pipeline, recent, items)
-    content = content_sources(pipeline, recent, items)
-    pairs = zip(similar, content, strict=True)
-    return np.array(
-        [[-1 if a is None else a, -1 if b is None else b] for a, b in pairs], dtype=np.int64
-    ).reshape(-1, 2)
+def feed_sources(
+    pipeline: TrainedPipeline,
+    recent: list[int],
+    items: np.ndarray,
+    names: Sequence[str],
+    found: np.ndarray | None,
+) -> np.ndarray:
+    """(m, len(names)) history items behind each item's reasons, one column per retriever of
+    ``names`` (the candidates' columns), -1 for none: what a feed keeps so that its pages do
+    not ask the retrievers again. With ``found`` (bit r: ``names[r]`` found the item) each
+    retriever is asked about the items it found only, as a page would."""
+    out = np.full((len(items), len(names)), -1, dtype=np.int32)
+    if not recent or len(items) == 0:
+        return out
+    for col, name in enumerate(names):
+        at = (
+            np.arange(len(items))
+            if found is None
+            else np.flatnonzero((found >> np.uint64(col)) & np.uint64(1))
+        )
+        if at.size == 0:
+            continue
+        got = pipeline.retriever(name).sources(recent, items[at])
+        if any(s is not None for s in got):
+            out[at, col] = [-1 if s is None else s for s in got]
+    return out
 
 
 def model_reasons(

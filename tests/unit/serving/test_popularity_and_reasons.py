@@ -8,6 +8,8 @@ from typing import Any, cast
 import numpy as np
 
 from smartrec.domain import EventRecord, EventWeights
+from smartrec.pipeline.retrievers import PipelineParts, Retriever, retriever_class
+from smartrec.pipeline.spec import parse_spec
 from smartrec.serving.erasures import Erasures
 from smartrec.serving.popularity import Popularity
 from smartrec.serving.reasons import found_reasons
@@ -56,23 +58,44 @@ def test_an_erased_user_has_no_model_row() -> None:
     assert erasures.model_user(state, "u1") == -1 and erasures.model_user(state, "u2") == 7
 
 
+def _retrievers(*blocks: dict[str, Any]) -> list[Retriever]:
+    """Retriever instances of spec blocks (their ``reason`` reads the config only)."""
+    spec = parse_spec({"retrievers": list(blocks), "ranker": {"kind": "fusion"}})
+    parts = cast(PipelineParts, SimpleNamespace())
+    return [retriever_class(r.kind)(r, parts) for r in spec.retrievers]
+
+
 def test_reasons_are_the_answers_dicts_once_per_cause() -> None:
     state: Any = SimpleNamespace(item_ids=["h", "i"], titles=["H", None])
-    by = [
-        SimpleNamespace(kind="neighbours"),
-        SimpleNamespace(kind="content"),
-        SimpleNamespace(kind="embedding", model="als"),
-        SimpleNamespace(kind="embedding", model="als"),
-        SimpleNamespace(kind="popular", windows=["7d"]),
-    ]
-    got = found_reasons(state, by, 0, 0, "x")
+    by = _retrievers(
+        {"name": "nb", "kind": "neighbours", "model": "ease"},
+        {"name": "ct", "kind": "content"},
+        {"name": "e1", "kind": "embedding", "model": "als"},
+        {"name": "e2", "kind": "embedding", "model": "als"},
+        {"name": "pop", "kind": "popular", "windows": ["7d"]},
+        {"name": "cv", "kind": "covisit"},
+        {"name": "nb2", "kind": "neighbours", "model": "itemknn"},
+    )
+    got = found_reasons(state, by, [0, 0, None, None, None, 1, 0], "x")
     assert got == [
         {"kind": "similar_to", "item_id": "h", "title": "H"},
         {"kind": "similar_to", "item_id": "h", "title": "H", "via": "content"},
         {"kind": "personalized", "algorithm": "als"},
         {"kind": "popular_in", "window": "7d", "category": "x"},
+        {"kind": "similar_to", "item_id": "i", "title": None, "via": "covisit"},
     ]
-    assert [list(r) for r in got][3] == ["kind", "window", "category"]  # the JSON's key order
+    # The JSON's key order: the item's id and title stand where the retriever put the item.
+    assert [list(r) for r in got] == [
+        ["kind", "item_id", "title"],
+        ["kind", "item_id", "title", "via"],
+        ["kind", "algorithm"],
+        ["kind", "window", "category"],
+        ["kind", "item_id", "title", "via"],
+    ]
+    # No history item behind a similarity: no similarity reason; no category: none named.
+    assert found_reasons(state, by[:2] + by[4:5], [None, None, None], None) == [
+        {"kind": "popular_in", "window": "7d"}
+    ]
 
 
 def test_categories_of_items_in_catalogue_order() -> None:
