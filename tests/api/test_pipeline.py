@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from smartrec.domain.clock import now_ms
 from smartrec.models import create
 from smartrec.pipeline.core import TrainedPipeline
 from smartrec.pipeline.spec import load_spec
@@ -35,8 +36,6 @@ from tests.api.conftest import (
     post_events,
     runtime,
 )
-
-COMMIT_MARGIN_S = COMMIT_MARGIN_MS / 1000 + 0.1
 
 #: Small models; LightGBM on one thread (its OpenMP threads crawl on a busy 2-core machine).
 MODELS: dict[str, dict[str, Any]] = {"als": {"factors": 16, "iterations": 8}, "ease": {"l2": 50.0}}
@@ -736,7 +735,9 @@ def test_items_added_before_the_model_is_installed_are_reachable(served: Served)
     user, _ = new_user(served, "electronics")
     early, later = new_items("electronics", 2, prefix="early")
     post_items(client, [early])
-    time.sleep(0.01)
+    stamped = now_ms()
+    while now_ms() == stamped:  # the next row gets a later updated_at
+        time.sleep(0.001)
     post_items(client, [later])  # the catalogue moves on after it
     try:
         served.install(version="p2")  # a hot swap, or a restart that loads the champion
@@ -962,8 +963,12 @@ def test_background_feed_build_and_event_poll(
             feed_precompute_users=5,
         )
         load_world(client, served.world)
+        loaded = now_ms()
         service = runtime(client).service
-        time.sleep(COMMIT_MARGIN_S)  # the world's events are past the poll's look-back
+        # The world's events were received before ``loaded``: wait until they are past the
+        # poll's look-back, so that the poll does not drop the feeds built below.
+        while now_ms() <= loaded + COMMIT_MARGIN_MS:
+            time.sleep(0.01)
         service.install(dataclasses.replace(served.bundle, meta={"version": "bg"}))
         deadline = time.monotonic() + 60
         while not service.feed_status()["build"].get("done") and time.monotonic() < deadline:

@@ -119,8 +119,10 @@ def test_running_jobs_keep_their_heartbeat_fresh(tmp_path: Path) -> None:
     runner = JobRunner(SlowTrainer(), store, stale_after_s=5.0)  # type: ignore[arg-type]
     job_id = runner.submit({})
     first = store.get_job(job_id)["heartbeat_at"]  # type: ignore[index]
-    time.sleep(2.6)  # two beats at 1.25 s
-    later = store.get_job(job_id)["heartbeat_at"]  # type: ignore[index]
+    deadline = time.monotonic() + 10  # beats come every 1.25 s: wait for the next one
+    while (later := store.get_job(job_id)["heartbeat_at"]) == first:  # type: ignore[index]
+        assert time.monotonic() < deadline, "no heartbeat while the job runs"
+        release.wait(0.05)
     assert later > first
     assert runner.get(job_id)["status"] == "running"
     release.set()
