@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from smartrec.domain import IdMap
 from smartrec.errors import ModelError
 from smartrec.models import Recommender
+
+if TYPE_CHECKING:  # loaded lazily: serving a single model never imports the pipeline
+    from smartrec.pipeline.core import TrainedPipeline
 
 BUNDLE_FORMAT = 1
 
@@ -29,7 +32,7 @@ class ModelBundle:
     users: IdMap
     meta: dict[str, Any] = field(default_factory=dict)
     #: The multi-stage pipeline (retrievers, ranker); None = serve ``model`` alone.
-    pipeline: Any = None
+    pipeline: TrainedPipeline | None = None
 
     @property
     def algorithm(self) -> str:

@@ -9,10 +9,14 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from smartrec.errors import ConfigError, NotFound
+from smartrec.errors import ConfigError, ModelError, NotFound
 from smartrec.registry.bundle import ModelBundle
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -59,12 +63,12 @@ class ModelRegistry:
         self.cache_dir = (
             Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "smartrec-models"
         )
-        self._client_obj: Any = None
+        self._client_obj: MlflowClient | None = None
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- plumbing
     @property
-    def client(self) -> Any:
+    def client(self) -> MlflowClient:
         with self._lock:
             if self._client_obj is None:
                 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -208,7 +212,7 @@ class ModelRegistry:
             raise
         return self._info(mv, self._aliases())
 
-    def _info(self, mv: Any, aliases: dict[str, list[str]]) -> VersionInfo:
+    def _info(self, mv: ModelVersion, aliases: dict[str, list[str]]) -> VersionInfo:
         metrics: dict[str, float] = {}
         params: dict[str, str] = {}
         if mv.run_id:
@@ -241,6 +245,8 @@ class ModelRegistry:
     def load(self, version: str) -> ModelBundle:
         """Download (once, cached by version) and load a version's bundle."""
         info = self.get_version(version)
+        if info.run_id is None:  # a version registered outside smartrec: no run, no bundle
+            raise ModelError(f"model version {info.version} has no run to load a bundle from")
         target = self.cache_dir / _safe(self.model_name) / f"v{info.version}-{info.run_id}"
         if not (target / BUNDLE_PATH / "bundle.json").exists():
             # Download aside, then publish with one rename. Several processes may race here: a
