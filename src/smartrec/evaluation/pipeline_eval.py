@@ -18,7 +18,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -39,13 +39,17 @@ from smartrec.pipeline.core import TrainedPipeline, query_from_matrix
 from smartrec.pipeline.diversity import category_vectors, mmr
 from smartrec.pipeline.spec import PipelineSpec, load_spec
 
+if TYPE_CHECKING:  # both loaded lazily, where they are used
+    from smartrec.datasets import MovieLens
+    from smartrec.training.trainer import Validation
+
 Progress = Callable[[str], None]
 TUNED_ALGORITHMS = ("ease", "als", "itemknn")
 #: Share of the tuning budget for the models; the rest tunes the ranking stage.
 MODEL_SHARE = 0.6
 
 
-def stratified_validation(data: Interactions, seed: int = 1) -> Any:
+def stratified_validation(data: Interactions, seed: int = 1) -> Validation:
     """A validation split of training data shaped like the protocol's test split."""
     from smartrec.training.trainer import Validation
 
@@ -82,7 +86,7 @@ def pipeline_top_k(
     return out
 
 
-def catalog_from_movielens(ml: Any) -> dict[str, CatalogItem]:
+def catalog_from_movielens(ml: MovieLens) -> dict[str, CatalogItem]:
     return {
         it.item_id: CatalogItem(
             it.item_id,
