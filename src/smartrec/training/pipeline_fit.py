@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from smartrec.pipeline.spec import PipelineSpec
 from smartrec.pipeline.stats import ItemStats
 from smartrec.pipeline.windows import window_seconds
 from smartrec.training.ranker import ranker_dataset, train_ranker
+
+if TYPE_CHECKING:  # loaded only when a retriever reads content
+    from smartrec.pipeline.content import ContentIndex
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -47,7 +50,9 @@ def needs_content(spec: PipelineSpec) -> bool:
     return any(retriever_class(r.kind).uses_content for r in spec.retrievers)
 
 
-def fit_content(data: Interactions, spec: PipelineSpec, catalog: dict[str, CatalogItem]) -> Any:
+def fit_content(
+    data: Interactions, spec: PipelineSpec, catalog: dict[str, CatalogItem]
+) -> ContentIndex | None:
     """The content index over the item axis, or None when no retriever reads content."""
     if not needs_content(spec):
         return None
@@ -62,7 +67,7 @@ def fit_components(
     catalog: dict[str, CatalogItem] | None = None,
     *,
     build_ann: bool = True,
-    content_index: Any = None,
+    content_index: ContentIndex | None = None,
 ) -> TrainedPipeline:
     """Fit every retriever on ``data`` (no ranker): the serving pipeline, or the 'past' one."""
     catalog = catalog or {}
@@ -103,7 +108,7 @@ def ranker_rows(
     data: Interactions,
     spec: PipelineSpec,
     catalog: dict[str, CatalogItem] | None,
-    content: Any,
+    content: ContentIndex | None,
     label_split: str,
     seed: int,
     max_users: int | None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,11 @@ from smartrec.pipeline.tuning import PipelineTuneResult
 from smartrec.training.pipeline_fit import Progress, fit_components, ranker_rows
 from smartrec.training.ranker import MAX_FOLDS, K, train_ranker
 
+if TYPE_CHECKING:
+    import optuna
+
+    from smartrec.training.validation import Validation
+
 log = logging.getLogger(__name__)
 
 
@@ -29,7 +34,7 @@ def tune_pipeline(
     spec: PipelineSpec,
     catalog: dict[str, CatalogItem] | None,
     budget_s: float,
-    split: Callable[[Interactions], Any],
+    split: Callable[[Interactions], Validation],
     *,
     label_split: str = "time",
     seed: int = 0,
@@ -81,7 +86,7 @@ def tune_pipeline(
 
     history: list[dict[str, Any]] = []
 
-    def objective(trial: Any) -> float:
+    def objective(trial: optuna.Trial) -> float:
         w = np.array(
             [trial.suggest_float(f"w.{r.name}", 0.0, 1.0) for r in spec.retrievers],
             dtype=np.float32,
@@ -114,7 +119,7 @@ def tune_pipeline(
                 seed,
                 objective=objective_name,
             )
-            value = evaluate(booster.predict(with_weights(x_all, w), num_threads=1))
+            value = evaluate(np.asarray(booster.predict(with_weights(x_all, w), num_threads=1)))
             params.update(objective=objective_name, folds=n_folds, lgbm=lgbm)
         history.append({"value": value, **params})
         return value
