@@ -10,7 +10,8 @@ run loads it, so two versions of the code can be timed on the same trained pipel
     .venv/bin/python benchmarks/pipeline_user.py [--users 500] [--json] [--profile]
 
 ``features`` is timed on its own as well (a second, unmeasured-in-total call), so that the
-ranker's share is ``score - features``.
+ranker's share is ``score - features``. ``SMARTREC_RANKER_PREDICTOR=lightgbm`` times the ranker
+with LightGBM's own predict instead of ``smartrec.pipeline.forest`` (a before/after on one tree).
 """
 
 from __future__ import annotations
@@ -89,6 +90,17 @@ def _per_retriever(pipe: TrainedPipeline, queries: list[Any], clock: Any) -> dic
     return out
 
 
+def _predictor_name(pipe: TrainedPipeline) -> str | None:
+    """Which predictor scores the ranker ($SMARTREC_RANKER_PREDICTOR=lightgbm: LightGBM's)."""
+    if pipe.ranker is None:
+        return None
+    try:
+        from smartrec.pipeline.forest import predictor_for
+    except ImportError:  # the code before smartrec.pipeline.forest
+        return "lightgbm"
+    return type(predictor_for(pipe.ranker)).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=500)
@@ -152,11 +164,13 @@ def main(argv: list[str] | None = None) -> int:
             "features": round(_pct(t_features, 50), 3),
         },
         "retrievers_p50_ms": per_retriever,
+        "predictor": _predictor_name(pipe),
     }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(f"{result['users']} users, ranker {result['ranker']}, {result['retrievers']}")
+        print(f"ranker predictor: {result['predictor']}")
         print(
             f"retrieve + features + score per user: p50 {result['p50_ms']:.3f} ms, "
             f"p99 {result['p99_ms']:.3f} ms, mean {result['mean_ms']:.3f} ms"
