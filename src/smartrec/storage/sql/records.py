@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import TextClause, and_, delete, func, or_, select, text, update
 
 from smartrec.domain.clock import erasure_key
 from smartrec.storage.paging import Page, event_cursor, parse_event_cursor
@@ -60,7 +60,7 @@ class RecordStore:
         rows = rows[:limit]
         return Page(rows, rows[-1]["item_id"] if more else None)
 
-    def _has_category(self, category: str) -> Any:
+    def _has_category(self, category: str) -> TextClause:
         if self.store.dialect == "postgresql":
             return text("items.categories @> CAST(:cats AS jsonb)").bindparams(
                 cats=json.dumps([category])

@@ -10,10 +10,10 @@ from __future__ import annotations
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import make_url
@@ -31,6 +31,12 @@ from smartrec.domain.clock import now_ms
 from smartrec.errors import ConfigError
 from smartrec.storage.jobs import UNFINISHED, is_orphan, worker_id
 from smartrec.storage.sql import schema
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+    from sqlalchemy.dialects.postgresql import Insert as PgInsert
+    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = ["RETRIES", "SqlStore", "normalise_url", "worker_id"]
 
@@ -145,7 +151,7 @@ class SqlStore:
         except Exception:
             return False
 
-    def _insert(self) -> Any:
+    def _insert(self) -> Callable[[Table], PgInsert | SqliteInsert]:
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -574,7 +580,7 @@ def _last_wins(rows: Sequence[dict[str, Any]], key: str) -> list[dict[str, Any]]
     return list({r[key]: r for r in rows}.values())
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_conn.cursor()
     # WAL lets readers run beside the writer; FULL makes an acknowledged batch survive power loss.
     cursor.execute("PRAGMA journal_mode=WAL")
