@@ -196,7 +196,7 @@ class TrainedPipeline:
         from smartrec.pipeline.forest import predictor_for
 
         matrix = rows[0] if len(rows) == 1 else np.vstack(rows)
-        # The numpy forest evaluator where it covers the model (exact; 2-3x faster than
+        # The numpy forest evaluator where it covers the model (exact; ~2x faster than
         # LightGBM's predict at 300 rows: benchmarks/ranker_predict.py), else LightGBM's own.
         predicted = predictor_for(self.ranker).predict(matrix)
         sizes = np.cumsum([len(x) for x in xs])[:-1]

@@ -17,8 +17,8 @@ direction for Zero (on zero) and NaN (on NaN).
 
 Not a library, because the libraries measured no better here (``benchmarks/ranker_predict.py``
 on the real ranker, 300 rows, CPU time, a busy 2-core machine): ``treelite`` 4.8 + ``tl2cgen``
-1.0 compiled with gcc -O3 are exact but only ~1.5x faster than LightGBM (this evaluator ~2.2x
-CPU, ~3x wall), and compiling takes ~17 s at load and needs a compiler; ``lleaves`` does not
+1.0 compiled with gcc -O3 are exact but only ~1.5x faster than LightGBM (this evaluator 1.9-2.2x
+in CPU time), and compiling takes 8-17 s at load and needs a compiler; ``lleaves`` does not
 install beside this project's llvmlite; ``hummingbird-ml`` needs torch.
 
 Models this evaluator does not cover (categorical splits, linear trees, several classes, random
