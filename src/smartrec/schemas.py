@@ -58,7 +58,7 @@ ITEM_SUFFIXES = ("/similar",)
 USER_SUFFIXES = ("/events", "/recommendations")
 
 
-def _suffix_check(suffixes: tuple[str, ...]) -> Any:
+def _suffix_check(suffixes: tuple[str, ...]) -> AfterValidator:
     def check(value: str) -> str:
         if value.endswith(suffixes):
             raise ValueError(f"an id may not end in {' or '.join(suffixes)} (its URL's)")

@@ -12,15 +12,18 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPBearer
+from fastapi import Depends, Request, params
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from smartrec.api.problems import send_problem
 from smartrec.errors import Forbidden
 from smartrec.keys import ApiKey
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +47,13 @@ OPEN = _Open()
 _bearer = HTTPBearer(auto_error=False, description="An API key: `smartrec keys create`")
 
 
-def requires(scope: str) -> Any:
+def requires(scope: str) -> params.Depends:
     """A route dependency: the caller's key must hold ``scope`` (403 otherwise). It also puts
     the bearer scheme in the OpenAPI document, so Swagger UI offers "Authorize"."""
 
-    async def check(request: Request, _token: Any = Depends(_bearer)) -> None:
+    async def check(
+        request: Request, _token: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    ) -> None:
         key = request.scope.get(KEY, OPEN)
         if scope not in key.scopes:
             have = ", ".join(sorted(key.scopes)) or "none"
@@ -63,7 +68,7 @@ INGEST = requires("ingest")
 ADMIN = requires("admin")
 
 
-def scope_of(route: Any) -> str | None:
+def scope_of(route: BaseRoute) -> str | None:
     """The scope a route declared with :func:`requires` (None: it declared none)."""
     for dep in getattr(route, "dependencies", []) or []:
         scope = getattr(dep.dependency, "scope", None)

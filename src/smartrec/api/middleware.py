@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smartrec.api.accesslog import AccessLog
 from smartrec.api.metrics import Metrics
 from smartrec.api.problems import send_problem
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
 
 
 class BodyLimit:
@@ -123,7 +126,7 @@ def route_label(scope: Scope) -> str:
     ``path`` lacks the ``include_router`` prefix; the prefix is what the request path holds
     before the rendered template.
     """
-    route: Any = scope.get("route")
+    route: BaseRoute | None = scope.get("route")
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
     if not template:
         return "unmatched"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +14,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from smartrec.errors import SmartrecError
 from smartrec.ingest import BatchInvalid
+
+if TYPE_CHECKING:
+    from starlette.types import Send
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -83,7 +86,7 @@ def problem_body(status: int, title: str, detail: str, **extra: Any) -> dict[str
 
 
 async def send_problem(
-    send: Any,
+    send: Send,
     status: int,
     title: str,
     detail: str,

@@ -7,20 +7,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING
 
 from starlette.routing import Mount, compile_path
 
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.routing import BaseRoute
 
-def iter_routes(app: Any) -> Iterator[tuple[str, Any]]:
+
+def iter_routes(app: Starlette) -> Iterator[tuple[str, BaseRoute]]:
     """(full path template, route) for every route of the app."""
     for route in app.routes:
         contexts = getattr(route, "effective_route_contexts", None)
         if contexts is not None:
             for context in contexts():
                 yield context.path, context.original_route
-        elif getattr(route, "path", None) is not None:
-            yield route.path, route
+        elif (path := getattr(route, "path", None)) is not None:
+            yield path, route
 
 
 @lru_cache(maxsize=256)
@@ -28,7 +32,7 @@ def _regex(path: str) -> re.Pattern[str]:
     return compile_path(path)[0]
 
 
-def allowed_methods(app: Any, path: str) -> list[str]:
+def allowed_methods(app: Starlette, path: str) -> list[str]:
     """The methods of the resource this path names: of the routes whose template matches, the
     most specific (most literal characters). ``/v1/users/u1/events`` names a user's events,
     though ``/v1/users/{user_id:path}`` would also match it with the id ``u1/events``."""
