@@ -197,7 +197,7 @@ def _ms_to_seconds(ms: int | None) -> float | None:
     return None if ms is None else ms / 1000
 
 
-def item_wire(item: ItemLike) -> Any:
+def item_wire(item: ItemLike) -> Mapping[str, Any]:
     if isinstance(item, ItemIn):
         row = item.model_dump()
         row["published_at"] = _ms_to_seconds(item.published_at)
@@ -205,7 +205,7 @@ def item_wire(item: ItemLike) -> Any:
     return item
 
 
-def user_wire(user: UserLike) -> Any:
+def user_wire(user: UserLike) -> Mapping[str, Any]:
     return user.model_dump() if isinstance(user, UserIn) else user
 
 
@@ -216,7 +216,7 @@ def event_id_for(user_id: str, item_id: str, event_type: str, ts_ms: int) -> str
     return "h:" + hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
-def identify(event: EventLike, now_ms: int) -> Any:
+def identify(event: EventLike, now_ms: int) -> Mapping[str, Any]:
     """Give an event a timestamp (now) and an ``event_id`` when it has none, *on the object
     passed*, so that sending the same objects again, after an error, is deduplicated; returns
     its JSON form. Rows the server will refuse anyway are left for it to name."""

@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from smartrec.schemas import TrainingJobOut
 
 
 class SmartRecError(Exception):
@@ -97,7 +100,7 @@ class UnexpectedResponse(SmartRecError):
 class WaitTimeout(SmartRecError, TimeoutError):
     """A training job was still running when :meth:`wait` gave up; ``job`` is its last state."""
 
-    def __init__(self, message: str, job: Any) -> None:
+    def __init__(self, message: str, job: TrainingJobOut) -> None:
         super().__init__(message)
         self.job = job
 
