@@ -124,7 +124,7 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-def _location(loc: tuple[Any, ...]) -> tuple[int | None, str]:
+def _location(loc: tuple[int | str, ...]) -> tuple[int | None, str]:
     """('body', 'events', 3, 'user_id') -> (3, 'events[3].user_id')."""
     parts = [p for p in loc if p not in ("body", "query", "path")]
     index = next((p for p in parts if isinstance(p, int)), None)

@@ -33,7 +33,7 @@ from smartrec.storage.jobs import UNFINISHED, is_orphan, worker_id
 from smartrec.storage.sql import schema
 
 if TYPE_CHECKING:
-    from sqlalchemy import Table
+    from sqlalchemy import Select, Table
     from sqlalchemy.dialects.postgresql import Insert as PgInsert
     from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
     from sqlalchemy.pool import ConnectionPoolEntry
@@ -249,7 +249,7 @@ class SqlStore:
         out: dict[str, CatalogItem] = {}
         with self.engine.connect() as conn:
             if item_ids is None:
-                batches: list[Any] = [query]
+                batches: list[Select[Any]] = [query]
             else:
                 ids = list(dict.fromkeys(item_ids))
                 batches = [
