@@ -41,6 +41,7 @@ class App:
     def install(self) -> None:
         """Serve a copy of the pipeline (serving extends its content index in place); the
         install drops every feed, so each test starts without any."""
+        assert self.bundle.pipeline is not None
         copy = dataclasses.replace(self.bundle.pipeline)
         runtime(self.client).service.install(dataclasses.replace(self.bundle, pipeline=copy))
 

@@ -1,16 +1,12 @@
 """The serving front: answers recommendation requests from the served model and live events.
 
 The user's history is read from the event log at request time, so item-based models react to
-events sent a moment ago without retraining. The work is done by named components:
-
-* ``holder.ModelHolder``: the served state, installs, the registry watcher, catalogue sync;
-* ``feed_keeper.FeedKeeper``: per-user feeds (built ahead, dropped on events, status);
-* ``ranker.UserRanker``: retrieval and ranking of one user (what a feed keeps);
-* ``rules_stage.RulesStage``: filters, boosts, exploration, diversity, caps, paging;
-* ``reasons``: why each item is there; ``popularity``, ``similar``, ``classic``: the other
-  request paths.
-
-With a pipeline, a request goes feed or retrieve -> rank -> rules -> reasons.
+events sent a moment ago without retraining. With a pipeline, a request goes feed or retrieve
+-> rank -> rules -> reasons, each a component: ``holder.ModelHolder`` (the served state, the
+registry watcher, catalogue sync), ``feed_keeper.FeedKeeper`` (feeds built ahead, dropped on
+events), ``ranker.UserRanker`` (one user's ranking: what a feed keeps), ``rules_stage.RulesStage``
+(filters, boosts, exploration, diversity, caps, paging) and ``reasons``; ``popularity``,
+``similar`` and ``classic`` answer the other paths.
 """
 
 from __future__ import annotations
@@ -100,10 +96,6 @@ class RecommendationService:
         state = self.holder.state
         return state.version if state else None
 
-    @property
-    def last_reload_error(self) -> str | None:
-        return self.holder.last_reload_error
-
     def install(self, bundle: ModelBundle) -> None:
         """Make a bundle the serving model (tests and embedded use)."""
         self.holder.install(bundle)
@@ -117,15 +109,12 @@ class RecommendationService:
     def reload(self) -> bool:
         return self.holder.reload()
 
-    def start_watcher(self) -> None:
-        self._stop.clear()
-        self.holder.start_watcher(self._stop)
-
     def start(self) -> None:
         """Background work of a serving process: the registry watcher, the event poll that
         keeps feeds fresh, and feed builds after each install."""
         self._running = True
-        self.start_watcher()
+        self._stop.clear()
+        self.holder.start_watcher(self._stop)
         self.feeds.start_poller(self._stop)
         state = self.holder.state
         if state is not None:

@@ -1,0 +1,95 @@
+"""ModelHolder: installs, reloads when the champion alias moves, applies catalogue edits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from smartrec.config import Settings
+from smartrec.domain.clock import now_ms
+from smartrec.registry import ModelRegistry
+from smartrec.serving.erasures import Erasures
+from smartrec.serving.holder import ModelHolder
+from smartrec.serving.state import ServingState
+from smartrec.storage.memory import MemoryStore
+from tests.unit.serving import served
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.installed: list[ServingState] = []
+        self.catalog = 0
+
+    def on_install(self, state: ServingState) -> None:
+        self.installed.append(state)
+
+    def on_catalog(self) -> None:
+        self.catalog += 1
+
+
+def holder(
+    store: MemoryStore, tmp_path: Path, registry: served.FakeRegistry
+) -> tuple[ModelHolder, Calls]:
+    calls = Calls()
+    settings = Settings(home=tmp_path, **served.QUIET)
+    reg: Any = registry
+    typed: ModelRegistry = reg
+    made = ModelHolder(settings, store, typed, Erasures(store), calls.on_install, calls.on_catalog)
+    return made, calls
+
+
+def test_install_serves_the_bundle_and_says_so(tmp_path: Path) -> None:
+    store = served.world_store()
+    h, calls = holder(store, tmp_path, served.FakeRegistry())
+    assert h.state is None
+    h.install(served.bundle("v1"))
+    assert h.state is not None and h.state.version == "v1"
+    assert calls.installed == [h.state]
+
+
+def test_reload_follows_the_champion_alias(tmp_path: Path) -> None:
+    store = served.world_store()
+    registry = served.FakeRegistry({"v1": served.bundle("v1"), "v2": served.bundle("v2")})
+    h, calls = holder(store, tmp_path, registry)
+    assert not h.reload()  # no champion yet: nothing to serve
+    registry.champion = "v1"
+    assert h.reload() and h.state is not None and h.state.version == "v1"
+    assert not h.reload()  # the alias did not move: not loaded again
+    assert registry.loads == ["v1"]
+    before = h.state
+    registry.champion = "v2"
+    assert h.reload() and h.state.version == "v2"
+    assert registry.loads == ["v1", "v2"] and calls.installed == [before, h.state]
+
+
+def edit(store: MemoryStore, row: dict[str, Any], stamp: int) -> None:
+    """Upsert ``row`` stamped ``stamp`` (a later millisecond than any before: two edits of one
+    item within one millisecond are told apart by no mark, here or in SQL)."""
+    with mock.patch("smartrec.storage.memory.store.now_ms", lambda: stamp):
+        store.upsert_items([row])
+
+
+def test_catalogue_refresh_applies_rows_changed_by_anyone_once(tmp_path: Path) -> None:
+    store = served.world_store(received_ago_ms=60_000)  # the catalogue predates the install
+    h, calls = holder(store, tmp_path, served.FakeRegistry())
+    h.install(served.bundle())
+    state = h.state
+    assert state is not None
+    # Rows stamped at the mark's millisecond are applied again at install (a write may have
+    # committed late within it); from then on only rows changed after are.
+    base = calls.catalog
+    assert h.refresh_catalog() == 0 and calls.catalog == base
+    pos = state.position("i03")
+    row = next(i for i in served.world().items if i["item_id"] == "i03")
+    assert row["categories"] == ["home", "electronics"]
+    assert state.allowed(None)[pos] and state.allowed("home")[pos]
+    later = now_ms() + 1_000
+    edit(store, {**row, "available": False}, later)  # as another process would
+    assert h.refresh_catalog() == 1 and calls.catalog == base + 1
+    assert not state.allowed(None)[pos]
+    assert h.refresh_catalog() == 0 and calls.catalog == base + 1  # applied once
+    edit(store, {**row, "categories": ["garden"]}, later + 1_000)  # back, elsewhere
+    assert h.refresh_catalog() == 1
+    assert state.allowed(None)[pos] and state.allowed("garden")[pos]
+    assert not state.allowed("home")[pos]
