@@ -49,7 +49,10 @@ def test_items_seen_before_the_history_window_are_not_recommended(db_url: str, h
     assert len(got) == 10
     assert not {f"i{k}" for k in range(n_old)} & set(got), got
     # With exclude_seen=false the popular old items do come back.
-    assert "i0" in [r.item_id for r in service.recommend(RecommendRequest("heavy", 10, exclude_seen=False)).items]
+    assert "i0" in [
+        r.item_id
+        for r in service.recommend(RecommendRequest("heavy", 10, exclude_seen=False)).items
+    ]
     store.close()
 
 
