@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from smartrec.pipeline.core import Candidates, UserQuery
-from smartrec.pipeline.rules import item_hash
 from smartrec.serving.erasures import Erasures
 from smartrec.serving.feeds import Feed, Ranked
 from smartrec.serving.reasons import PageFacts, PipelineReasons, feed_sources
@@ -87,18 +86,18 @@ class UserRanker:
         scores, _ = pipeline.score(cands, query)
         return ranked(state, cands, scores, query, allowed, n)
 
-    def feed(self, state: ServingState, ranking: Ranked, built_ms: int) -> Feed:
+    def feed(
+        self, state: ServingState, ranking: Ranked, built_ms: int, with_sources: bool = True
+    ) -> Feed:
         """What a feed keeps: the best items, with what their answers need that no request
-        changes (the history items behind their reasons, the retrievers that found them, the
-        items' hashes)."""
+        changes (the retrievers that found them, the items' hashes, and ``with_sources`` the
+        history items behind their reasons). A feed kept while a request waits skips the
+        sources (about a millisecond for 100 items): its pages ask the retrievers about their
+        own items, as a request without a feed does."""
         pipeline = state.pipeline
         assert pipeline is not None
         kept = ranking.trim(self.feed_items)
-        hashes = np.fromiter(
-            (item_hash(state.item_ids[i]) for i in kept.items.tolist()),
-            dtype=np.uint32,
-            count=len(kept.items),
-        )
+        hashes = state.item_hashes()[kept.items]
         found: np.ndarray | None = None
         n_retrievers = kept.cands.ranks.shape[1] if kept.cands.ranks.ndim == 2 else 0
         if n_retrievers <= 64:  # one bit each (more: worked out per page from the ranks)
@@ -109,7 +108,9 @@ class UserRanker:
                     np.where(np.isnan(kept.cands.ranks), np.uint64(0), bits), axis=1
                 )
         names = kept.cands.names
-        sources = feed_sources(pipeline, kept.recent, kept.items, names, found)
+        sources = (
+            feed_sources(pipeline, kept.recent, kept.items, names, found) if with_sources else None
+        )
         kept = dataclasses.replace(kept, sources=sources, hashes=hashes, found=found)
         return Feed(state.version, kept, built_ms)
 

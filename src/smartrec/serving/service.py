@@ -243,7 +243,8 @@ class RecommendationService:
             # time, so an item hidden now and shown again later is not lost from it.
             generation, built_ms = read_from
             ranked = self._rank_user(state, user_id, history, n, True, None, shown, False)
-            self._feeds.put(user_id, self.ranker.feed(state, ranked, built_ms), generation)
+            feed = self.ranker.feed(state, ranked, built_ms, with_sources=False)
+            self._feeds.put(user_id, feed, generation)
             results = self.rules.apply(state, ranked, request, shown, item_filter, from_feed=True)
             if results is not None:
                 return results

@@ -208,9 +208,9 @@ class ServingState:
             self.born = cached
         return cached[1][items]
 
-    def positions_of(self, hashes: frozenset[int]) -> np.ndarray:
-        """Serving-axis positions of the items with these page-token hashes (hashes the whole
-        catalogue once, then the items appended since)."""
+    def item_hashes(self) -> np.ndarray:
+        """The page-token hash of every item on the serving axis (the whole catalogue hashed
+        once, then the items appended since): page tokens and feeds read it by position."""
         known = self.hashes
         if known is None:
             known = np.fromiter(
@@ -221,8 +221,12 @@ class ServingState:
             tail = [item_hash(i) for i in self.item_ids[len(known) :]]
             known = np.concatenate([known, np.asarray(tail, dtype=np.uint32)])
             self.hashes = known
+        return known
+
+    def positions_of(self, hashes: frozenset[int]) -> np.ndarray:
+        """Serving-axis positions of the items with these page-token hashes."""
         wanted = np.fromiter(hashes, dtype=np.uint32, count=len(hashes))
-        return np.flatnonzero(np.isin(known, wanted)).astype(np.int64)
+        return np.flatnonzero(np.isin(self.item_hashes(), wanted)).astype(np.int64)
 
     def items_row(self, item_ids: Sequence[str]) -> sp.csr_matrix:
         """A 1 x n_items indicator row of the given (known) items."""
