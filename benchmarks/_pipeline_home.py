@@ -162,12 +162,12 @@ def prepare(
     from smartrec.datasets.synthetic import generate
     from smartrec.domain import CatalogItem
     from smartrec.models import create
-    from smartrec.pipeline.core import fit_pipeline
     from smartrec.pipeline.spec import parse_spec
     from smartrec.registry import ModelBundle
     from smartrec.registry.mlflow_registry import CHAMPION
     from smartrec.runtime import build_registry
     from smartrec.storage.sql import SqlStore
+    from smartrec.training.pipeline_fit import fit_pipeline
 
     timings: dict[str, float] = {}
     settings = Settings(home=home)
@@ -292,15 +292,6 @@ class _Timers:
         self.current = collections.defaultdict(float)
 
 
-class _Ranker:
-    def __init__(self, booster: Any, timers: _Timers) -> None:
-        self.predict = timers.wrap("ranker predict (LightGBM)", booster.predict)
-        self._booster = booster
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._booster, name)
-
-
 def profile(home: Path, user_ids: list[str], requests: int, seed: int) -> str:
     """Stage timers over ``requests`` in-process requests, then cProfile over as many."""
     os.environ["SMARTREC_HOME"] = str(home)
@@ -308,6 +299,7 @@ def profile(home: Path, user_ids: list[str], requests: int, seed: int) -> str:
     from smartrec.api.routers.recommendations import answer_body
     from smartrec.config import Settings
     from smartrec.runtime import Runtime
+    from smartrec.serving import RecommendRequest
 
     settings = Settings(home=home, reload_interval_s=0)
     rt = Runtime.build(settings)
@@ -323,7 +315,7 @@ def profile(home: Path, user_ids: list[str], requests: int, seed: int) -> str:
     warm = [rng.choice(user_ids) for _ in range(50)]
 
     def one(user: str) -> None:
-        results = service.recommend(user, 10)
+        results = service.recommend(RecommendRequest(user, 10))
         answer_body(
             results.items, results.model_version, user, next_page_token=results.next_page_token
         )
@@ -331,32 +323,19 @@ def profile(home: Path, user_ids: list[str], requests: int, seed: int) -> str:
     for u in warm:
         one(u)
     timers = _Timers()
-    names = {r.name: r.kind for r in pipeline.spec.retrievers}
-    originals = {
-        "store.user_history": rt.store.user_history,
-        "state.user_rows": state.user_rows,
-        "pipeline._retrieve_one": pipeline._retrieve_one,
-        "pipeline.retrieve": pipeline.retrieve,
-        "pipeline.features": pipeline.features,
-        "service._recommend_pipeline": service._recommend_pipeline,
-        "service._pipeline_reasons": service._pipeline_reasons,
-    }
-    rt.store.user_history = timers.wrap("db: user_history", rt.store.user_history)  # type: ignore[method-assign]
-    state.user_rows = timers.wrap("user_rows (history -> rows)", state.user_rows)  # type: ignore[method-assign]
-    pipeline._retrieve_one = timers.wrap(  # type: ignore[method-assign]
-        lambda r, *a, **k: f"retrieve: {r.name} ({names[r.name]})", pipeline._retrieve_one
-    )
-    pipeline.retrieve = timers.wrap("retrieve (all)", pipeline.retrieve)  # type: ignore[method-assign]
-    pipeline.features = timers.wrap("features", pipeline.features)  # type: ignore[method-assign]
-    ranker = pipeline.ranker
-    if ranker is not None:
-        pipeline.ranker = _Ranker(ranker, timers)
-    service._recommend_pipeline = timers.wrap(  # type: ignore[method-assign]
-        "_recommend_pipeline (all)", service._recommend_pipeline
-    )
-    service._pipeline_reasons = timers.wrap(  # type: ignore[method-assign]
-        "reasons (explanations)", service._pipeline_reasons
-    )
+    # (owner, attribute, label): each is wrapped by an instance attribute, then restored.
+    wrapped: list[tuple[Any, str, str]] = [
+        (rt.store, "user_history", "db: user_history"),
+        (state, "user_rows", "user_rows (history -> rows)"),
+        *((r, "retrieve", f"retrieve: {r.name} ({r.kind})") for r in pipeline.retrievers),
+        (pipeline, "retrieve", "retrieve (all)"),
+        (pipeline, "features", "features"),
+        (pipeline, "score", "score (features + ranker)"),
+        (service, "_recommend_pipeline", "_recommend_pipeline (all)"),
+        (service.reasons, "page", "reasons (explanations)"),
+    ]
+    for owner, attr, label in wrapped:
+        setattr(owner, attr, timers.wrap(label, getattr(owner, attr)))
     serialise = timers.wrap(
         "serialisation (RecommendationsOut JSON)",
         lambda user, results: answer_body(
@@ -366,7 +345,7 @@ def profile(home: Path, user_ids: list[str], requests: int, seed: int) -> str:
     recommend = timers.wrap("service.recommend (all)", service.recommend)
     for u in users:
         t = time.perf_counter()
-        results = recommend(u, 10)
+        results = recommend(RecommendRequest(u, 10))
         serialise(u, results)
         timers.current["request (all, in-process)"] = time.perf_counter() - t
         timers.next()
@@ -374,6 +353,7 @@ def profile(home: Path, user_ids: list[str], requests: int, seed: int) -> str:
     # Derived stages: what the wrappers leave between them.
     retrieve_keys = sorted({k for r in timers.rows for k in r if k.startswith("retrieve: ")})
     for r in timers.rows:
+        r["ranker predict"] = r.get("score (features + ranker)", 0.0) - r.get("features", 0.0)
         r["retrieve: union, dedupe, score every candidate by every retriever"] = r.get(
             "retrieve (all)", 0.0
         ) - sum(r.get(k, 0.0) for k in retrieve_keys)
@@ -385,7 +365,7 @@ def profile(home: Path, user_ids: list[str], requests: int, seed: int) -> str:
                 "user_rows (history -> rows)",
                 "retrieve (all)",
                 "features",
-                "ranker predict (LightGBM)",
+                "ranker predict",
                 "reasons (explanations)",
             )
         )
@@ -395,7 +375,7 @@ def profile(home: Path, user_ids: list[str], requests: int, seed: int) -> str:
         *retrieve_keys,
         "retrieve: union, dedupe, score every candidate by every retriever",
         "features",
-        "ranker predict (LightGBM)",
+        "ranker predict",
         "query build + rules (boosts, order, page) + rest",
         "reasons (explanations)",
         "serialisation (RecommendationsOut JSON)",
@@ -416,15 +396,10 @@ def profile(home: Path, user_ids: list[str], requests: int, seed: int) -> str:
             f"{key:<66} {vals.mean():8.3f} {np.percentile(vals, 50):8.3f} "
             f"{np.percentile(vals, 99):8.3f} {vals.mean() / (total * 1e3):6.1%}"
         )
-    # Unwrap, then cProfile the same number of requests without the timers.
-    rt.store.user_history = originals["store.user_history"]  # type: ignore[method-assign]
-    state.user_rows = originals["state.user_rows"]  # type: ignore[method-assign]
-    pipeline._retrieve_one = originals["pipeline._retrieve_one"]  # type: ignore[method-assign]
-    pipeline.retrieve = originals["pipeline.retrieve"]  # type: ignore[method-assign]
-    pipeline.features = originals["pipeline.features"]  # type: ignore[method-assign]
-    pipeline.ranker = ranker
-    service._recommend_pipeline = originals["service._recommend_pipeline"]  # type: ignore[method-assign]
-    service._pipeline_reasons = originals["service._pipeline_reasons"]  # type: ignore[method-assign]
+    # Unwrap (the instance attributes go: the class methods show again), then cProfile the
+    # same number of requests without the timers.
+    for owner, attr, _ in wrapped:
+        delattr(owner, attr)
     prof = cProfile.Profile()
     prof.enable()
     for u in users:

@@ -49,6 +49,7 @@ def main() -> None:
     from smartrec.api.routers.recommendations import answer_body
     from smartrec.config import Settings
     from smartrec.runtime import Runtime
+    from smartrec.serving import RecommendRequest
 
     settings = Settings(
         home=home, reload_interval_s=0, feed_precompute_users=0, feed_poll_interval_s=0
@@ -63,7 +64,8 @@ def main() -> None:
     users, warm = everyone[: args.users], everyone[args.users :]
 
     def answer(user: str, fast: bool) -> None:
-        results = service.recommend_fast(user, 10) if fast else service.recommend(user, 10)
+        request = RecommendRequest(user, 10)
+        results = service.recommend_fast(request) if fast else service.recommend(request)
         assert results is not None, "no feed"
         answer_body(
             results.items, results.model_version, user, next_page_token=results.next_page_token
