@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import warnings
 import zlib
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from smartrec.errors import ValidationFailed
 from smartrec.pipeline.rules import (
     MAX_SHOWN,
+    MAX_TOKEN_CHARS,
     RAW_UP_TO,
     TOKEN_VERSION,
     TOKEN_VERSION_RAW,
@@ -134,3 +136,140 @@ def test_interleave_places_extras_at_slots() -> None:
     assert interleave([10, 11, 12], [], [1], 3) == [10, 11, 12]
     # Short main list: extras fill the rest.
     assert interleave([10], [0, 1], [2], 3) == [10, -1, -2]
+
+
+# --- boundaries and exact outcomes (each pins a behaviour a mutation test found unchecked) ----
+
+
+def test_the_too_many_items_error_names_the_page_token() -> None:
+    with pytest.raises(ValidationFailed) as info:
+        PageState(frozenset(range(MAX_SHOWN + 1))).encode()
+    assert info.value.field == "page_token"
+    assert str(info.value) == f"a session can page through at most {MAX_SHOWN} items"
+
+
+@pytest.mark.parametrize("count", [0, 1, RAW_UP_TO + 2, MAX_SHOWN])
+def test_empty_odd_and_largest_sessions_round_trip(count: int) -> None:
+    """No items (a 5-byte plain token), a count whose bytes are no multiple of 5, and exactly
+    MAX_SHOWN items, the most a session may page through."""
+    state = PageState(frozenset(item_hash(f"item-{i}") for i in range(count)))
+    assert len(state.shown) == count
+    assert decode_page_token(state.encode()) == state
+
+
+def test_tokens_ending_in_any_base64_character_round_trip() -> None:
+    """Only the padding is stripped: a token may end in any of base64url's letters."""
+    endings = set()
+    for count in range(1, 400):
+        state = PageState.empty().after(f"x{count}-{i}" for i in range(count % 90))
+        token = state.encode()
+        endings.add(token[-1])
+        assert decode_page_token(token) == state
+    assert {"X", "A", "="} & endings == {"X", "A"}
+
+
+def test_a_bad_token_says_what_to_pass() -> None:
+    with pytest.raises(ValidationFailed) as info:
+        decode_page_token("garbage!")
+    assert str(info.value) == (
+        "page_token is not valid: pass the next_page_token of the previous page"
+    )
+
+
+def _stored_zlib(raw: bytes, empty_blocks: int) -> bytes:
+    """A valid zlib stream of ``raw`` padded with empty stored blocks (any inflater reads it)."""
+    blocks = b"\x00\x00\x00\xff\xff" * empty_blocks
+    last = b"\x01" + len(raw).to_bytes(2, "little") + (0xFFFF - len(raw)).to_bytes(2, "little")
+    return b"\x78\x01" + blocks + last + raw + zlib.adler32(raw).to_bytes(4, "big")
+
+
+def test_a_token_of_max_token_chars_is_read_and_a_longer_one_refused() -> None:
+    hashes = sorted(item_hash(f"item-{i}") for i in range(4))
+    raw = np.asarray(hashes, dtype=">u4").tobytes()
+    # 1 + 12 + 5 * 2452 + 16 bytes = 12288 bytes = exactly MAX_TOKEN_CHARS base64 characters.
+    token = _b64(bytes([TOKEN_VERSION]) + _stored_zlib(raw, 2452))
+    assert len(token) == MAX_TOKEN_CHARS
+    assert decode_page_token(token) == PageState(frozenset(hashes))
+    longer = _b64(bytes([TOKEN_VERSION]) + _stored_zlib(raw, 2453))  # 5 bytes more
+    assert MAX_TOKEN_CHARS < len(longer) <= MAX_TOKEN_CHARS + 8
+    with pytest.raises(ValidationFailed):
+        decode_page_token(longer)
+
+
+def test_plain_tokens_of_more_than_raw_up_to_hashes_are_refused_even_with_a_good_checksum() -> None:
+    raw = np.arange(RAW_UP_TO + 1, dtype=">u4").tobytes()
+    fine = np.arange(RAW_UP_TO, dtype=">u4").tobytes()
+    assert decode_page_token(_b64(b"\x03" + fine + zlib.crc32(fine).to_bytes(4, "big")))
+    with pytest.raises(ValidationFailed):
+        decode_page_token(_b64(b"\x03" + raw + zlib.crc32(raw).to_bytes(4, "big")))
+
+
+@pytest.mark.parametrize("extra_bytes", [1, 4])
+def test_a_compressed_token_just_past_max_shown_is_refused(extra_bytes: int) -> None:
+    raw = np.arange(MAX_SHOWN, dtype=">u4").tobytes() + b"\1" * extra_bytes
+    with pytest.raises(ValidationFailed):
+        decode_page_token(_b64(bytes([TOKEN_VERSION]) + zlib.compress(raw)))
+
+
+def test_boost_values_are_log_multiples_of_the_scores_spread() -> None:
+    scores = np.array([0.0, 4.0], dtype=np.float32)  # standard deviation 2
+    boosted = boost_scores(scores, np.array([np.e, 1.0], dtype=np.float32))
+    assert boosted.dtype == np.float32
+    np.testing.assert_allclose(boosted, [2.0, 4.0], rtol=1e-6)
+    # The same boost on every item shifts every score alike.
+    both = boost_scores(scores, np.array([2.0, 2.0], dtype=np.float32))
+    np.testing.assert_allclose(both, [2 * np.log(2), 4 + 2 * np.log(2)], rtol=1e-6)
+    # Equal scores (no spread) move by ln(b) itself, a lone candidate too.
+    np.testing.assert_allclose(
+        boost_scores(np.array([3.0, 3.0], dtype=np.float32), np.array([np.e, 1.0])),
+        [4.0, 3.0],
+        rtol=1e-6,
+    )
+    alone = boost_scores(np.array([-2.0], dtype=np.float32), np.array([np.e**2]))
+    np.testing.assert_allclose(alone, [0.0], atol=1e-6)
+
+
+def test_no_boost_leaves_every_score_as_it_was() -> None:
+    scores = np.array([1.5, -np.inf, 0.25], dtype=np.float32)  # -inf: a ruled-out candidate
+    same = boost_scores(scores, np.ones(3, dtype=np.float32))
+    np.testing.assert_array_equal(same, scores)
+    empty = np.zeros(0, dtype=np.float32)
+    assert boost_scores(empty, np.zeros(0, dtype=np.float32)).size == 0
+
+
+def test_a_zero_boost_sinks_an_item_without_a_warning() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sunk = boost_scores(
+            np.array([1.0, 2.0], dtype=np.float32), np.array([0.0, 1.0], dtype=np.float32)
+        )
+    assert sunk[0] == -np.inf and sunk[1] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("n", "share", "slots"),
+    [
+        (10, 0.1, [9]),
+        (10, 0.2, [4, 9]),
+        (10, 0.5, [1, 3, 5, 7, 9]),
+        (2, 0.5, [1]),
+        (3, 0.5, [1, 2]),
+        (5, 0.2, [4]),
+        (20, 0.25, [3, 7, 11, 15, 19]),
+        (10, 0.04, []),  # rounds to no slot
+        (0, 0.5, []),
+    ],
+)
+def test_exploration_slots_exact_positions(n: int, share: float, slots: list[int]) -> None:
+    """round(n * share) slots (at most n - 1), one at the end of each equal stretch of the
+    page, never the first position."""
+    assert exploration_slots(n, share) == slots
+
+
+def test_interleave_exact_positions_when_main_runs_short() -> None:
+    # Three extras at three slots, one after the other.
+    assert interleave([10, 11, 12], [0, 1, 2], [1, 2, 3], 5) == [10, -1, -2, -3, 11]
+    # The main list runs out: extras fill in order, each once, and never past the last extra.
+    assert interleave([10], [0, 1, 2], [1], 4) == [10, -1, -2, -3]
+    assert interleave([10], [0, 1], [2, 3], 4) == [10, -1, -2]
+    assert interleave([10], [0], [5], 3) == [10, -1]
