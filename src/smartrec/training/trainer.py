@@ -25,6 +25,7 @@ from smartrec.registry import ModelBundle, ModelRegistry
 from smartrec.registry.mlflow_registry import CHAMPION
 from smartrec.storage.ports import Store
 from smartrec.training.pipeline_fit import fit_pipeline
+from smartrec.training.promotion import PIPELINE, champion_on_split, should_promote
 from smartrec.training.tune import (
     TuneResult,
     apply_tuned,
@@ -38,8 +39,6 @@ from smartrec.training.validation import K, Validation, evaluate, temporal_split
 
 log = logging.getLogger(__name__)
 
-#: The candidate name of the multi-stage pipeline among the single models.
-PIPELINE = "pipeline"
 Progress = Callable[[str], None]
 
 
@@ -372,53 +371,13 @@ class Trainer:
         notes: list[str],
         scored: dict[str, tuple[dict[str, Any], dict[str, float]]],
     ) -> dict[str, float] | None:
-        """Refit the champion's configuration on this split: scoring the registered model
-        itself would let it see the validation window it was trained on. A configuration
-        already scored as a candidate of this run is not fitted twice."""
-        try:
-            info = self.registry.get_version(version)
-            algorithm = info.params.get("algorithm")
-            if algorithm is None:
-                return None
-            prefix = f"{algorithm}."
-            bundle = self.registry.load(version)
-            params = dict(bundle.meta.get("params", {}))
-            if not params:
-                params = {
-                    k[len(prefix) :]: v for k, v in info.params.items() if k.startswith(prefix)
-                }
-            if algorithm == PIPELINE:
-                params = {"spec": params.get("spec")}
-            same = scored.get(algorithm)
-            if same is not None and same[0] == params:
-                return same[1]
-            scores, _ = self._fit_and_score(algorithm, params, val)
-            return scores
-        except Exception as exc:
-            notes.append(f"champion {version} could not be re-scored: {type(exc).__name__}: {exc}")
-            return None
-
-    @staticmethod
-    def _should_promote(
-        candidate: dict[str, float],
-        champion: dict[str, float] | None,
-        champion_version: str | None,
-        metric: str,
-    ) -> tuple[bool, str]:
-        """(promote?, why not). Promote when there is no champion, or the candidate is at least as
-        good on the same split: on a tie the candidate wins because it saw newer data. With a
-        champion that could not be compared, keep it: a person can promote by hand."""
-        if champion_version is None:
-            return True, ""
-        if champion is None:
-            return False, (
-                f"champion {champion_version} could not be compared on this validation split; "
-                f"it stays (POST /v1/models/{{version}}/promote to switch by hand)"
-            )
-        ours, theirs = candidate.get(metric, 0.0), champion.get(metric, 0.0)
-        if ours >= theirs:
-            return True, ""
-        return False, (
-            f"{metric} {ours:.4f} is below champion {champion_version}'s {theirs:.4f} on the "
-            "same split; the champion stays"
+        """See :func:`smartrec.training.promotion.champion_on_split`."""
+        return champion_on_split(
+            self.registry,
+            version,
+            notes,
+            scored,
+            lambda algorithm, params: self._fit_and_score(algorithm, params, val)[0],
         )
+
+    _should_promote = staticmethod(should_promote)
