@@ -195,5 +195,38 @@ def test_every_bad_row_is_listed_in_row_order_with_its_field_and_message(
 def test_one_bad_row_says_no_more(ingestor: Ingestor) -> None:
     with pytest.raises(BatchInvalid) as info:
         ingestor.to_records([EventIn(user_id="u", item_id="i", type="teleport")])
-    assert str(info.value).startswith("events[0].type: unknown event type 'teleport';")
-    assert "more)" not in str(info.value)
+    assert str(info.value) == (
+        "events[0].type: unknown event type 'teleport'; configured types: add_to_cart, click, "
+        "dislike, like, purchase, rating, view"
+    )
+    two = [EventIn(user_id="u", item_id="i", type=t) for t in ("teleport", "warp")]
+    with pytest.raises(BatchInvalid) as info:
+        ingestor.to_records(two)
+    assert str(info.value).endswith(", view (and 1 more)")
+
+
+def test_an_event_batch_too_large_says_events(ingestor: Ingestor) -> None:
+    batch = [EventIn(user_id="u", item_id=str(i), type="view", timestamp=1) for i in range(7)]
+    with pytest.raises(PayloadTooLarge) as info:
+        ingestor.to_records(batch)
+    assert str(info.value).startswith("7 events in one batch;")
+
+
+def test_hours_ahead_are_rounded_to_a_tenth() -> None:
+    """0.05 h (3 minutes) reads 0.1 h, on both sides of the message."""
+    store = MemoryStore()
+    ing = Ingestor(store, store, EventWeights(), max_batch_size=10, max_future_skew_s=180)
+    now = 1_700_000_000_000
+    ahead = EventIn(user_id="u", item_id="i", type="view", timestamp=(now + 360_000) / 1000)
+    with pytest.raises(BatchInvalid) as info:
+        ing.to_records([ahead], now_ms=now)
+    assert info.value.errors[0].message == (
+        "timestamp is 0.1 h ahead of the server clock (at most 0.1 h allowed)"
+    )
+    strict = Ingestor(store, store, EventWeights(), max_batch_size=10, max_future_skew_s=0)
+    ahead = EventIn(user_id="u", item_id="i", type="view", timestamp=(now + 180_000) / 1000)
+    with pytest.raises(BatchInvalid) as info:
+        strict.to_records([ahead], now_ms=now)
+    assert info.value.errors[0].message == (
+        "timestamp is 0.1 h ahead of the server clock (at most 0.0 h allowed)"
+    )

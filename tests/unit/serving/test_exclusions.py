@@ -91,6 +91,20 @@ def test_positive_first_keeps_the_newest_first_order() -> None:
         shape=(1, 5),
     )
     assert positive_first([4, 3, 2, 0], conf) == [3, 0]
+    # A stored zero is no positive feedback either.
+    zero = sp.csr_matrix(
+        (np.array([0.0, 1.0], dtype=np.float32), np.array([1, 2]), np.array([0, 2])), shape=(1, 5)
+    )
+    assert positive_first([1, 2], zero) == [2]
+
+
+def test_rows_are_float32_like_the_models_matrices() -> None:
+    """A float64 row would upcast every score computed from it."""
+    for history in ([], [("nope", "like", None)], [("a", "like", None), ("c", "dislike", None)]):
+        conf, seen, _ = state().user_rows(history)
+        rows = [conf, seen, negative_row(conf, seen), state().items_row(["a", "d"])]
+        assert [r.dtype for r in rows] == [np.float32] * 4
+        assert all(r.indices.dtype == np.int32 for r in rows)
 
 
 def test_items_row_marks_known_items_once() -> None:
