@@ -36,11 +36,11 @@ declare -A ONLY=(
 )
 declare -A TESTS=(
   [ingest]='["tests/unit/test_ingest.py"]'
-  [rules]='["tests/unit/test_rules.py"]'
+  [rules]='["tests/unit/pipeline/test_rules.py"]'
   # The three fuzz tests (2.5 s, every function) guard against crashes; they are left out
   # per mutant, where the error-message and matching tests decide.
   [filters]='["tests/unit/test_filters.py", "-k", "not fuzz"]'
-  [promotion]='["tests/unit/test_promotion.py"]'
+  [promotion]='["tests/unit/training/test_promotion.py"]'
   [exclusions]='["tests/unit/serving/test_exclusions.py"]'
 )
 ORDER=(ingest rules filters promotion exclusions)

@@ -22,7 +22,7 @@ from smartrec.evaluation import (
 from smartrec.evaluation import metrics as M
 from smartrec.evaluation.protocol import split_interactions
 from smartrec.models.base import Recommender
-from tests.unit.test_datasets import write_grouplens
+from tests.unit.datasets.test_datasets import write_grouplens
 
 
 class FixedScores(Recommender):

@@ -13,7 +13,7 @@ import pytest
 
 from smartrec.evaluation import evaluate, write_report
 from smartrec.evaluation.report import render_report
-from tests.unit.test_protocol import CATEGORIES, FixedScores, _data
+from tests.unit.evaluation.test_protocol import CATEGORIES, FixedScores, _data
 
 EVIL = "<script>alert(1)</script>"
 VOID = {"meta", "br", "hr", "img", "input", "link", "area", "base", "col", "source", "wbr"}
