@@ -39,6 +39,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix src tests benchmarks
@@ -50,7 +51,7 @@ bench: $(STAMP) services
 
 # Mutation testing of the core modules (mutmut, minutes per module): make mutation, or
 # make mutation MODULES="rules filters". Score and equivalent mutants: BENCHMARKS.md section 10.
-mutation: $(STAMP) services
+mutation: $(STAMP)
 	bash scripts/mutation.sh $(MODULES)
 
 clean:
