@@ -36,6 +36,14 @@ def item(
     )
 
 
+@pytest.fixture(autouse=True)
+def _fresh_parse_cache() -> None:
+    # Every test parses and compiles its filters itself, never reusing a compiled filter that
+    # an earlier test (or a process this one was forked from, as mutation testing does) left
+    # in the cache by text (the cache is tested by test_compiled_filters_are_cached_by_text).
+    filters._parse_cached.cache_clear()
+
+
 HEAT = item()
 BARE = item("i2", title=None, categories=[], attributes={}, available=False)
 
