@@ -1511,3 +1511,63 @@ def test_fuzz_deep_and_long_structures() -> None:
         check_anything(text)
         check_anything("title in [" + "[" * depth)
         check_anything(" and ".join(["title == 1"] * depth))
+
+
+DEEP_NOT = "(" * 30 + f"not {T} and " + "(((" + T + ")))" + ")" * 30
+DEEP_PAREN = "(" * 30 + f"({T}) and " + "(((" + T + ")))" + ")" * 30
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "title == 1eX5",
+            "filter: expected digits in the exponent at position 12, got '1eX'",
+            id="exp_letter_then_digit",
+        ),
+        pytest.param(
+            "title == 1exy",
+            "filter: expected digits in the exponent at position 12, got '1ex'",
+            id="exp_letter_shows_one_char",
+        ),
+        pytest.param(
+            "attributes.a.b",
+            "filter: expected an operator (==, !=, <, <=, >, >=, in, not in) "
+            "after 'attributes.a.b' at position 15, got end of input",
+            id="dotted_name_at_end",
+        ),
+        pytest.param(
+            "title == 1 and attributes.a",
+            "filter: expected an operator (==, !=, <, <=, >, >=, in, not in) "
+            "after 'attributes.a' at position 28, got end of input",
+            id="name_at_end",
+        ),
+        pytest.param(
+            "attributes.!",
+            "filter: expected a name after '.' at position 12, got '!'",
+            id="dot_bang",
+        ),
+        pytest.param(
+            "attributes.a.(",
+            "filter: expected a name after '.' at position 14, got '('",
+            id="dot_paren_at_end",
+        ),
+        # a finished 'not' or '(' gives back exactly its one level: 30 + 3 more is too deep
+        pytest.param(
+            DEEP_NOT, "filter: expected at most 32 levels of nesting at position 57", id="deep_not"
+        ),
+        pytest.param(
+            DEEP_PAREN,
+            "filter: expected at most 32 levels of nesting at position 55",
+            id="deep_paren",
+        ),
+    ],
+)
+def test_exact_error_message_more(text: str, expected: str) -> None:
+    assert error(text) == expected
+
+
+def test_depth_after_a_finished_group_is_the_enclosing_one() -> None:
+    # one level less than DEEP_NOT and DEEP_PAREN: 29 + 3 levels are fine
+    assert matches(DEEP_NOT[1:-1]) is False
+    assert matches(DEEP_PAREN[1:-1])
