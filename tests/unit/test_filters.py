@@ -1552,6 +1552,19 @@ DEEP_PAREN = "(" * 30 + f"({T}) and " + "(((" + T + ")))" + ")" * 30
             "filter: expected a name after '.' at position 14, got '('",
             id="dot_paren_at_end",
         ),
+        pytest.param(
+            "Xy == 1",
+            f"filter: expected a known field ({KNOWN}) at position 1, got unknown field 'Xy'",
+            id="name_starting_with_X",
+        ),
+        pytest.param(
+            "X1 == 1",
+            f"filter: expected a known field ({KNOWN}) at position 1, got unknown field 'X1'",
+            id="name_X_then_digit",
+        ),
+        pytest.param(
+            "title !a", "filter: expected '=' after '!' at position 8, got 'a'", id="bang_last_char"
+        ),
         # a finished 'not' or '(' gives back exactly its one level: 30 + 3 more is too deep
         pytest.param(
             DEEP_NOT, "filter: expected at most 32 levels of nesting at position 57", id="deep_not"
@@ -1571,3 +1584,25 @@ def test_depth_after_a_finished_group_is_the_enclosing_one() -> None:
     # one level less than DEEP_NOT and DEEP_PAREN: 29 + 3 levels are fine
     assert matches(DEEP_NOT[1:-1]) is False
     assert matches(DEEP_PAREN[1:-1])
+
+
+@pytest.mark.parametrize("op", ["=", "=="])
+def test_single_equals_is_equality(op: str) -> None:
+    assert matches(f"attributes.x {op} null", attr([]))
+    assert not matches(f"attributes.x {op} 1", attr([]))
+    assert matches(f"attributes.x {op} 1", attr([2, 1]))
+    assert not matches(f"attributes.x {op} null", attr([1]))
+
+
+def test_an_internal_error_still_reads_as_a_validation_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(text: str) -> list[Any]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(filters, "_tokenize", broken)
+    with pytest.raises(ValidationFailed) as info:
+        parse_filter("title == 'safety net'")
+    assert str(info.value) == "filter: could not be parsed (RuntimeError)"
+    assert info.value.field == "filter"
+    assert isinstance(info.value.__cause__, RuntimeError)
