@@ -16,6 +16,10 @@ so that noise falls on both alike; the ratio after-event / feed is the figure th
 ``--requests`` must not exceed it).
 
 Run from the repository root: ``.venv/bin/python benchmarks/after_event.py [--requests 300]``.
+
+``--in-process`` times the same path without HTTP: ``RecommendationService.recommend`` right
+after ``events_arrived`` (what ``POST /v1/events`` tells the service) for 600 users, on the
+same home, one thread, wall and CPU time (the CPU clock is steadier on a busy machine).
 """
 
 from __future__ import annotations
@@ -123,6 +127,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def in_process(args: argparse.Namespace) -> str:
+    """The service alone: no HTTP, no feeds built ahead, no background threads."""
+    home = args.home.expanduser().resolve()
+    prepare_home(home, args.rebuild)
+    from smartrec.config import Settings
+    from smartrec.runtime import Runtime
+    from smartrec.serving import RecommendRequest
+
+    settings = Settings(
+        home=home, reload_interval_s=0, feed_precompute_users=0, feed_poll_interval_s=0
+    )
+    service = Runtime.build(settings).service
+    service.reload()
+    users = [str(u) for u in range(1, ML100K_USERS + 1)]
+    random.Random(args.seed).shuffle(users)
+
+    def after_event(user: str) -> None:
+        service.events_arrived([user])  # what storing an event tells the service
+        service.recommend(RecommendRequest(user, 10))
+
+    for user in users[:50]:
+        after_event(user)
+    wall: list[float] = []
+    cpu: list[float] = []
+    for user in users[50:650]:
+        w, c = time.perf_counter(), time.thread_time()
+        after_event(user)
+        cpu.append(time.thread_time() - c)
+        wall.append(time.perf_counter() - w)
+    ms = 1000.0
+    return (
+        f"in-process, service.recommend after an event, {len(wall)} users: wall p50 "
+        f"{percentile(wall, 50) * ms:.2f} ms, p99 {percentile(wall, 99) * ms:.2f} ms; CPU p50 "
+        f"{percentile(cpu, 50) * ms:.2f} ms, p99 {percentile(cpu, 99) * ms:.2f} ms "
+        f"({machine_note()})"
+    )
+
+
 def report(r: dict[str, Any]) -> str:
     rows = [
         [name, f"{r[key]['p50_ms']:.2f}", f"{r[key]['p99_ms']:.2f}", f"{r[key]['mean_ms']:.2f}"]
@@ -151,8 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rebuild", action="store_true", help="prepare the home again from scratch")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--in-process", action="store_true", help="the service alone, no HTTP")
     args = p.parse_args(argv)
     unwind_on_sigterm()
+    if args.in_process:
+        print(in_process(args))
+        return 0
     result = run(args)
     print(json.dumps(result, indent=2) if args.json else report(result))
     return 0
