@@ -1,6 +1,6 @@
 """Offline evaluation: ranking metrics, reproducible splits and the benchmark protocol."""
 
-from smartrec.evaluation.metrics import (
+from smartrec.domain.metrics import (
     average_recommendation_popularity,
     catalog_coverage,
     category_vectors,
@@ -20,6 +20,7 @@ from smartrec.evaluation.metrics import (
     recall_at_k,
     recall_per_user,
 )
+from smartrec.domain.splits import stratified_split, temporal_holdout
 from smartrec.evaluation.protocol import (
     DEFAULT_KS,
     PROTOCOL_PARAMS,
@@ -31,7 +32,6 @@ from smartrec.evaluation.protocol import (
     score_recommendations,
 )
 from smartrec.evaluation.report import write_report
-from smartrec.evaluation.splits import stratified_split, temporal_holdout
 
 __all__ = [
     "DEFAULT_KS",

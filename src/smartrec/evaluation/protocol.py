@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from smartrec.domain import IdMap, Interactions
-from smartrec.evaluation.metrics import (
+from smartrec.domain.metrics import (
     average_recommendation_popularity,
     category_vectors,
     intra_list_diversity,
@@ -31,7 +31,7 @@ from smartrec.evaluation.metrics import (
     ranking_curves,
     ranking_metrics,
 )
-from smartrec.evaluation.splits import stratified_split
+from smartrec.domain.splits import stratified_split
 from smartrec.models.base import Recommender
 
 #: Algorithms the protocol runs when none are named.

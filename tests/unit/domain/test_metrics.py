@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from smartrec.evaluation import metrics as M
+from smartrec.domain import metrics as M
 
 N_ITEMS = 10
 

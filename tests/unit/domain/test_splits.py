@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smartrec.evaluation.splits import stratified_split, temporal_holdout
+from smartrec.domain.splits import stratified_split, temporal_holdout
 
 
 def _ratings(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from smartrec.domain import Interactions
+from smartrec.domain import metrics as M
 from smartrec.evaluation import (
     evaluate,
     evaluate_recommendations,
@@ -19,7 +20,6 @@ from smartrec.evaluation import (
     run_stratified_movielens,
     score_recommendations,
 )
-from smartrec.evaluation import metrics as M
 from smartrec.evaluation.protocol import split_interactions
 from smartrec.models.base import Recommender
 from tests.unit.datasets.test_datasets import write_grouplens
