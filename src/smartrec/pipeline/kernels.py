@@ -106,3 +106,20 @@ def prune_rows(matrix: sp.csr_matrix, keep: int) -> sp.csr_matrix:
         (matrix.data[kept], matrix.indices[kept], np.r_[0, np.cumsum(np.minimum(lengths, keep))]),
         shape=matrix.shape,
     )
+
+
+def strongest_sources(
+    src: np.ndarray, strength: np.ndarray, columns: np.ndarray | None = None, size: int = 0
+) -> list[int | None]:
+    """For each column of ``strength`` (sources x targets), the source that weighs most on it,
+    or None when none weighs at all: the history item a reason names. ``columns`` places the
+    targets among ``size`` outputs (the others stay None)."""
+    at = np.arange(strength.shape[1]) if columns is None else columns
+    out: list[int | None] = [None] * (size or strength.shape[1])
+    if strength.size == 0:
+        return out
+    best = strength.argmax(axis=0)
+    found = strength[best, np.arange(strength.shape[1])] > 0
+    for pos, item in zip(at[found].tolist(), src[best[found]].tolist(), strict=True):
+        out[pos] = int(item)
+    return out

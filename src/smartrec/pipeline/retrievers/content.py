@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from smartrec.pipeline.kernels import Scorer, dot_rows, gather_rows, nan_scorer, top_n
+from smartrec.pipeline.kernels import (
+    Scorer,
+    dot_rows,
+    gather_rows,
+    nan_scorer,
+    strongest_sources,
+    top_n,
+)
 from smartrec.pipeline.query import COLD_EVENTS, UserQuery
 from smartrec.pipeline.retrievers.base import PipelineParts, Retriever, register
 
@@ -128,11 +135,7 @@ class ContentRetriever(Retriever):
         a, b = index.matrix[src], index.matrix[page_items[ok]]
         sims = a @ b.T
         sims = sims.toarray() if hasattr(sims, "toarray") else np.asarray(sims)
-        best = sims.argmax(axis=0)
-        for k, pos in enumerate(np.flatnonzero(ok).tolist()):
-            if sims[best[k], k] > 0:
-                out[pos] = int(src[best[k]])
-        return out
+        return strongest_sources(src, sims, np.flatnonzero(ok), len(page_items))
 
     def reason(self, source: int | None, category: str | None) -> dict[str, Any] | None:
         if source is None:

@@ -25,7 +25,14 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from smartrec.domain import Interactions
-from smartrec.pipeline.kernels import Scorer, gather_rows, nan_scorer, prune_rows, top_n
+from smartrec.pipeline.kernels import (
+    Scorer,
+    gather_rows,
+    nan_scorer,
+    prune_rows,
+    strongest_sources,
+    top_n,
+)
 from smartrec.pipeline.query import UserQuery
 from smartrec.pipeline.retrievers.base import Retriever, register
 
@@ -176,11 +183,7 @@ class CovisitRetriever(Retriever):
         contrib = self.contributions(src, np.asarray(page_items, dtype=np.int64))
         if contrib is None:
             return out
-        best = contrib.argmax(axis=0)
-        for k in range(len(page_items)):
-            if contrib[best[k], k] > 0:
-                out[k] = int(src[best[k]])
-        return out
+        return strongest_sources(src, contrib)
 
     def reason(self, source: int | None, category: str | None) -> dict[str, Any] | None:
         if source is None:

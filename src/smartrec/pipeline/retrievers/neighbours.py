@@ -16,6 +16,7 @@ from smartrec.pipeline.kernels import (
     gather_rows,
     nan_scorer,
     prune_rows,
+    strongest_sources,
     top_n,
 )
 from smartrec.pipeline.query import UserQuery
@@ -104,11 +105,7 @@ class NeighboursRetriever(Retriever):
             return out
         src = np.asarray(recent[:50], dtype=np.int64)
         contrib = np.asarray(self._model.contributions(src, page_items[inside]))
-        best = contrib.argmax(axis=0)
-        for k, pos in enumerate(np.flatnonzero(inside).tolist()):
-            if contrib[best[k], k] > 0:
-                out[pos] = int(src[best[k]])
-        return out
+        return strongest_sources(src, contrib, np.flatnonzero(inside), len(page_items))
 
     def reason(self, source: int | None, category: str | None) -> dict[str, Any] | None:
         if source is None:
