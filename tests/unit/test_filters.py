@@ -1531,6 +1531,11 @@ DEEP_PAREN = "(" * 30 + f"({T}) and " + "(((" + T + ")))" + ")" * 30
             id="exp_letter_shows_one_char",
         ),
         pytest.param(
+            "title == 1X5",
+            "filter: expected a number at position 10, got '1X'",
+            id="X_is_no_exponent",
+        ),
+        pytest.param(
             "attributes.a.b",
             "filter: expected an operator (==, !=, <, <=, >, >=, in, not in) "
             "after 'attributes.a.b' at position 15, got end of input",
