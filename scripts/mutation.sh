@@ -39,7 +39,7 @@ declare -A TESTS=(
   [rules]='["tests/unit/pipeline/test_rules.py"]'
   # The three fuzz tests (2.5 s, every function) guard against crashes; they are left out
   # per mutant, where the error-message and matching tests decide.
-  [filters]='["tests/unit/test_filters.py", "-k", "not fuzz"]'
+  [filters]='["tests/unit/pipeline/test_filters.py", "-k", "not fuzz"]'
   [promotion]='["tests/unit/training/test_promotion.py"]'
   [exclusions]='["tests/unit/serving/test_exclusions.py"]'
 )
