@@ -21,7 +21,7 @@ def test_access_log_line_per_request(make_client: AppFactory, world: World) -> N
     log.stream = out = io.StringIO()
     client.get("/v1/popular?n=2")
     client.get("/v1/nowhere")
-    assert log.flush() == 2
+    log.flush()  # the background writer may have written some already: the stream has them all
     first, second = out.getvalue().splitlines()
     assert " INFO smartrec.access: GET /v1/popular?n=2 200 " in first
     assert f"model={version} key=-" in first
