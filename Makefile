@@ -21,8 +21,12 @@ demo: $(STAMP)
 services:
 	bash scripts/ensure-services.sh
 
+# Test files run in parallel, one file per worker at a time (module fixtures are built once);
+# PYTEST_XDIST= runs them in one process (e.g. with -x or a debugger).
+PYTEST_XDIST ?= -n auto --maxprocesses 4 --dist loadfile
+
 test: $(STAMP) services
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 	SMOKE_PYTHON=$(abspath $(PY)) bash scripts/wheel-smoke.sh
 
