@@ -267,6 +267,26 @@ def test_catalog_watermark(store: Store) -> None:
     assert dict(store.catalog_changes(0))["a"] == first  # an event on a known item is no change
 
 
+def test_a_second_edit_within_the_same_millisecond_is_a_change(
+    store: Store, records: RecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica that applied an edit at its millisecond must see a second edit of that item
+    in the same millisecond: the row's ``updated_at`` moves past the first."""
+    frozen = now_ms()
+    for module in ("smartrec.storage.sql.store", "smartrec.storage.memory.store"):
+        monkeypatch.setattr(f"{module}.now_ms", lambda: frozen)
+    store.upsert_items([{"item_id": "a", "title": "first"}, {"item_id": "b"}])
+    mark = store.catalog_mark()
+    assert mark == frozen and dict(store.catalog_changes(mark)) == {"a": frozen, "b": frozen}
+    store.upsert_items([{"item_id": "a", "title": "second"}])  # the same millisecond
+    changed = dict(store.catalog_changes(mark + 1))
+    assert changed == {"a": frozen + 1}, changed
+    assert store.catalog(["a"])["a"].title == "second"
+    assert records.delete_item("a", frozen)  # a tombstone in that millisecond too
+    assert dict(store.catalog_changes(frozen + 2)) == {"a": frozen + 2}
+    assert dict(store.catalog_changes(0))["b"] == frozen  # the other row did not move
+
+
 def test_event_watermark(store: Store) -> None:
     store.add_events([ev(1, user="u1"), ev(2, user="u2")])
     first = store.event_mark()

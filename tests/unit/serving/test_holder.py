@@ -64,8 +64,8 @@ def test_reload_follows_the_champion_alias(tmp_path: Path) -> None:
 
 
 def edit(store: MemoryStore, row: dict[str, Any], stamp: int) -> None:
-    """Upsert ``row`` stamped ``stamp`` (a later millisecond than any before: two edits of one
-    item within one millisecond are told apart by no mark, here or in SQL)."""
+    """Upsert ``row`` as another process would at ``stamp`` (the store moves the row's
+    ``updated_at`` past its last one when ``stamp`` is not later)."""
     with mock.patch("smartrec.storage.memory.store.now_ms", lambda: stamp):
         store.upsert_items([row])
 
@@ -93,3 +93,19 @@ def test_catalogue_refresh_applies_rows_changed_by_anyone_once(tmp_path: Path) -
     assert h.refresh_catalog() == 1
     assert state.allowed(None)[pos] and state.allowed("garden")[pos]
     assert not state.allowed("home")[pos]
+
+
+def test_two_edits_of_an_item_within_one_millisecond_both_reach_serving(tmp_path: Path) -> None:
+    store = served.world_store(received_ago_ms=60_000)
+    h, _ = holder(store, tmp_path, served.FakeRegistry())
+    h.install(served.bundle())
+    state = h.state
+    assert state is not None
+    pos = state.position("i03")
+    row = next(i for i in served.world().items if i["item_id"] == "i03")
+    stamp = now_ms() + 1_000
+    edit(store, {**row, "available": False}, stamp)
+    assert h.refresh_catalog() == 1 and not state.allowed(None)[pos]
+    edit(store, {**row, "available": True}, stamp)  # the same millisecond, seen after the poll
+    assert h.refresh_catalog() == 1
+    assert state.allowed(None)[pos]

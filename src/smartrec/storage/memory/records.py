@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 from smartrec.domain.clock import erasure_key
-from smartrec.storage.memory.store import MemoryStore
+from smartrec.storage.memory.store import MemoryStore, row_version
 from smartrec.storage.paging import Page, event_cursor, parse_event_cursor
 
 
@@ -53,7 +53,7 @@ class MemoryRecordStore:
             row = self.tables.items.get(item_id)
             if row is None or row["deleted_at"] is not None:
                 return False
-            row.update(deleted_at=now_ms, updated_at=now_ms, available=False)
+            row.update(deleted_at=now_ms, updated_at=row_version(now_ms, row), available=False)
             return True
 
     # ----------------------------------------------------------------- users

@@ -70,7 +70,7 @@ class MemoryStore:
                     "published_at": r.get("published_at"),
                     "placeholder": False,
                     "created_at": ts if old is None else old["created_at"],
-                    "updated_at": ts,
+                    "updated_at": ts if old is None else row_version(ts, old),
                     "deleted_at": None,
                 }
         return len(latest)
@@ -330,3 +330,9 @@ def _check_event(index: int, e: EventRecord) -> None:
         raise ValueError(f"events[{index}].ts must be an integer (epoch ms)")
     if e.value is not None and not isinstance(e.value, (int, float)):
         raise ValueError(f"events[{index}].value must be a number or None")
+
+
+def row_version(stamp: int, row: dict[str, Any]) -> int:
+    """An item's new ``updated_at``: ``stamp``, or one past the row's when that is not later
+    (two edits within one millisecond must both be changes to ``catalog_changes``)."""
+    return max(stamp, int(row["updated_at"]) + 1)

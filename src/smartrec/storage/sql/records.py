@@ -76,7 +76,7 @@ class RecordStore:
         query = (
             update(schema.items)
             .where(c.item_id == item_id, c.deleted_at.is_(None))
-            .values(deleted_at=now_ms, updated_at=now_ms, available=False)
+            .values(deleted_at=now_ms, updated_at=schema.item_row_version(now_ms), available=False)
         )
         with self.store._write_lock, self.engine.begin() as conn:
             return bool(conn.execute(query).rowcount)

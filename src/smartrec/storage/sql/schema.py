@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
     Column,
+    ColumnElement,
     Float,
     Index,
     MetaData,
     String,
     Table,
     Text,
+    case,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -114,3 +118,11 @@ user_erasures = Table(
     Column("erased_at", BigInteger, nullable=False),
     Index(None, "erased_at"),
 )
+
+
+def item_row_version(stamp: Any) -> ColumnElement[Any]:
+    """An item's new ``updated_at``: the write's time, or one past the row's when that is not
+    later (two edits within one millisecond). A replica that applied the first edit at its
+    millisecond (``catalog_changes``) sees the second as a change too."""
+    current = items.c.updated_at
+    return case((stamp > current, stamp), else_=current + 1)

@@ -183,22 +183,22 @@ class SqlStore:
             for r in _last_wins(rows, "item_id")
         ]
         stmt = self._insert()(schema.items)
+        replaced = {
+            c: stmt.excluded[c]
+            for c in (
+                "title",
+                "categories",
+                "attributes",
+                "text",
+                "available",
+                "published_at",
+                "placeholder",
+                "deleted_at",
+            )
+        }
         stmt = stmt.on_conflict_do_update(
             index_elements=["item_id"],
-            set_={
-                c: stmt.excluded[c]
-                for c in (
-                    "title",
-                    "categories",
-                    "attributes",
-                    "text",
-                    "available",
-                    "published_at",
-                    "placeholder",
-                    "updated_at",
-                    "deleted_at",
-                )
-            },
+            set_={**replaced, "updated_at": schema.item_row_version(stmt.excluded.updated_at)},
         )
         with self._write_lock, self.engine.begin() as conn:
             conn.execute(stmt, values)
