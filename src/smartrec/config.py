@@ -123,8 +123,9 @@ class Settings(BaseSettings):
     #: Seconds between polls of the event log for users with events stored by other processes
     #: (their feeds are dropped). Events sent to this process drop feeds at once. 0 = no poll.
     feed_poll_interval_s: float = Field(default=1.0, ge=0)
-    #: Answer ``GET /v1/users/{id}/recommendations`` from a fresh feed before FastAPI's router
-    #: (``api/fastlane.py``: same bytes, a third of the time); off = every request is routed.
+    #: Answer ``GET /v1/users/{id}/recommendations`` before FastAPI's router (``api/fastlane.py``:
+    #: from a fresh feed, else the pipeline in the thread pool; the same bytes without the
+    #: router's cost); off = every request is routed.
     feed_lane: bool = True
 
     #: Threads serving blocking request work per process. Requests are CPU-bound numpy work

@@ -1044,7 +1044,8 @@ def _routed_client(served: Served) -> TestClient:
 
 def _lane_counts(client: TestClient) -> dict[str, float]:
     metrics = client.app.state.metrics  # type: ignore[attr-defined]
-    return {o: metrics.feed_lane.labels(o)._value.get() for o in ("answered", "routed")}
+    outcomes = ("answered", "ranked", "routed")
+    return {o: metrics.feed_lane.labels(o)._value.get() for o in outcomes}
 
 
 def test_the_feed_lane_answers_as_the_route_does(served: Served) -> None:
@@ -1079,10 +1080,12 @@ def test_the_feed_lane_answers_as_the_route_does(served: Served) -> None:
     # Requests a fresh feed of a busy user always answers: the lane must take them itself.
     lane_takes = [{}, {"n": 3}, {"n": 7, "diversity": 0.6}, {"n": 5, "max_per_category": 1}]
     lane_takes.append({"n": 4, "exclude_seen": "true"})
+    lane_ranks = [{"n": 4, "exclude_seen": "false"}, {"n": 4, "filter": 'category in ["x"]'}]
+    router_takes = queries[9:]  # from {"n": 0} on: unreadable, out of range, or an error
     for user in users:
         recs(routed, user, n=5)  # the feed exists before the comparison
         for params in queries:
-            before = _lane_counts(lane)["answered"]
+            before = _lane_counts(lane)
             a, b = (
                 lane.get(f"/v1/users/{user}/recommendations", params=params),
                 routed.get(f"/v1/users/{user}/recommendations", params=params),
@@ -1090,11 +1093,17 @@ def test_the_feed_lane_answers_as_the_route_does(served: Served) -> None:
             assert (a.status_code, a.content) == (b.status_code, b.content), params
             assert a.headers["content-type"] == b.headers["content-type"], params
             assert a.headers["content-length"] == b.headers["content-length"], params
-            answered = _lane_counts(lane)["answered"] - before
+            after = _lane_counts(lane)
+            answered = after["answered"] - before["answered"]
+            ranked = after["ranked"] - before["ranked"]
             if params in lane_takes:
-                assert answered == 1, params
-            elif params.get("exclude_seen") == "false" or "filter" in params or len(params) > 2:
-                assert answered == 0, params
+                assert (answered, ranked) == (1, 0), params
+            elif params in lane_ranks:  # readable, but no feed answers it: the lane ranks
+                assert (answered, ranked) == (0, 1), params
+            elif params in router_takes:  # unreadable, out of range, or an error: the route
+                assert after["routed"] - before["routed"] == 1, params
+            else:  # from the feed or ranked, by the lane either way
+                assert answered + ranked == 1, params
         # Pages: the lane's token, followed by either path, never repeats an item.
         first = recs(lane, user, n=4)
         second = recs(routed, user, n=4, page_token=first["next_page_token"])
@@ -1143,15 +1152,16 @@ def test_the_feed_lane_reads_ids_and_values_as_the_router_does(served: Served) -
     )
 
 
-def test_the_feed_lane_keeps_metrics_and_steps_aside_without_a_feed(served: Served) -> None:
+def test_the_feed_lane_keeps_metrics_and_ranks_without_a_feed(served: Served) -> None:
     client = served.client
     served.install(version="feed-lane-metrics")
     user, _ = new_user(served, served.world.item_categories[served.world.items[0]["item_id"]][0])
     metrics = client.app.state.metrics  # type: ignore[attr-defined]
     ok = metrics.requests.labels("GET", "/v1/users/{user_id}/recommendations", "200")
     before, answered_ok = _lane_counts(client), ok._value.get()
-    first = recs(client, user, n=5)  # no feed yet: the route ranks, and keeps one
-    assert _lane_counts(client)["routed"] == before["routed"] + 1
+    first = recs(client, user, n=5)  # no feed yet: the lane ranks in a thread, and keeps one
+    assert _lane_counts(client)["ranked"] == before["ranked"] + 1
+    assert _lane_counts(client)["routed"] == before["routed"]
     assert recs(client, user, n=5) == first
     assert _lane_counts(client)["answered"] == before["answered"] + 1
     assert ok._value.get() == answered_ok + 2  # the lane's answer counted under the route

@@ -102,11 +102,13 @@ class Metrics:
         )
         self.feed_lane = Counter(
             "smartrec_feed_lane_requests",
-            "User recommendation requests the feed lane answered, or handed to the router",
+            "User recommendation requests the lane answered from a feed (answered), by "
+            "running the pipeline (ranked), or handed to the router (routed)",
             ["outcome"],
             registry=self.registry,
         )
         self.lane_answered = self.feed_lane.labels("answered")
+        self.lane_ranked = self.feed_lane.labels("ranked")
         self.lane_routed = self.feed_lane.labels("routed")
         self._shown: set[tuple[str, str]] = set()
 
