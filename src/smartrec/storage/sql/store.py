@@ -75,7 +75,9 @@ class SqlStore:
             raise ConfigError(
                 f"unsupported database {self.dialect!r}: use sqlite:// or postgresql://"
             )
-        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        # LIFO: a request takes the connection used last, whose page cache (SQLite) and server
+        # session (PostgreSQL) are warm; idle ones beyond the load go cold instead of all.
+        kwargs: dict[str, Any] = {"echo": echo, "future": True, "pool_use_lifo": True}
         if self.dialect == "sqlite":
             database = parsed.database
             if database and database != ":memory:":
