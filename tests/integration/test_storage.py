@@ -35,7 +35,7 @@ def test_migrations_from_empty_match_the_models(db_url: str) -> None:
     store = SqlStore(db_url)
     assert inspect(store.engine).get_table_names() == []
     store.migrate()
-    assert current(store.engine) == "0004"
+    assert current(store.engine) == "0005"
     assert {"items", "users", "events", "training_jobs", "api_keys", "user_erasures"} <= set(
         inspect(store.engine).get_table_names()
     )
@@ -45,6 +45,28 @@ def test_migrations_from_empty_match_the_models(db_url: str) -> None:
     store.migrate()  # idempotent
     downgrade(store.engine, "base")
     assert "events" not in inspect(store.engine).get_table_names()
+    store.close()
+
+
+def test_a_users_history_is_read_from_one_covering_index(db_url: str) -> None:
+    """The history read of every request without a feed never visits the table's rows."""
+    store = SqlStore(db_url)
+    store.migrate()
+    store.add_events([ev(i, user=f"u{i % 3}", item=f"i{i}") for i in range(30)])
+    sql = store._history_sql
+    with store.engine.connect() as conn:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        if store.dialect == "sqlite":
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, ("u1", 500))
+            plan = " ".join(str(row) for row in cursor.fetchall())
+            assert "COVERING INDEX ix_events_user_id_ts_item_id_type_value" in plan, plan
+        else:
+            cursor.execute("SET enable_seqscan = off")  # a tiny table: make the planner choose
+            cursor.execute("EXPLAIN " + sql, ("u1", 500))
+            plan = " ".join(row[0] for row in cursor.fetchall())
+            assert "ix_events_user_id_ts_item_id_type_value" in plan, plan
+        cursor.close()
+    assert [e[0] for e in store.user_history("u1")] == [f"i{i}" for i in range(28, 0, -3)]
     store.close()
 
 
