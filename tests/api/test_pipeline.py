@@ -1081,7 +1081,19 @@ def test_the_feed_lane_answers_as_the_route_does(served: Served) -> None:
     lane_takes = [{}, {"n": 3}, {"n": 7, "diversity": 0.6}, {"n": 5, "max_per_category": 1}]
     lane_takes.append({"n": 4, "exclude_seen": "true"})
     lane_ranks = [{"n": 4, "exclude_seen": "false"}, {"n": 4, "filter": 'category in ["x"]'}]
-    router_takes = queries[9:]  # from {"n": 0} on: unreadable, out of range, or an error
+    # Unreadable, out of range, or an error: the router's validation and problem.
+    router_takes = [
+        {"n": 0},
+        {"n": "010"},
+        {"n": 10_000},
+        {"diversity": 2},
+        {"diversity": ".5"},
+        {"exploration": 0.9},
+        {"page_token": "garbage!"},
+        {"n": 3, "unknown": 1},
+        {"filter": "category in"},
+    ]
+    assert all(q in queries for q in router_takes)
     for user in users:
         recs(routed, user, n=5)  # the feed exists before the comparison
         for params in queries:
