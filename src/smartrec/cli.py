@@ -1,4 +1,4 @@
-"""The ``smartrec`` command line: demo, serve, train, evaluate, import, db."""
+"""The ``smartrec`` command line: demo, serve, worker, train, evaluate, import, db."""
 
 from __future__ import annotations
 
@@ -81,6 +81,44 @@ def _check_auth(settings: Settings) -> None:
         from smartrec.runtime import require_keys
 
         require_keys(settings, _key_store(settings))
+
+
+@app.command()
+def worker(
+    config: ConfigOpt = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Messages per batch (SMARTREC_WORKER_BATCH_SIZE).", min=1)
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port.", min=1)
+    ] = None,
+) -> None:
+    """Drain the event bus (SMARTREC_EVENTS_URL=kafka://...) into the event log.
+
+    Several workers with the same consumer group share the partitions. SIGTERM or Ctrl-C
+    finishes and commits the batch in hand, then leaves the group."""
+    import signal
+    import threading
+
+    from smartrec.runtime import build_event_worker
+    from smartrec.workers import WorkerMetrics
+
+    settings = _settings(config, worker_batch_size=batch_size)
+    _logging(settings.log_level, settings.log_format)
+    metrics = WorkerMetrics()
+    worker = build_event_worker(settings, metrics)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, registry=metrics.registry)
+
+    def _stop(signum: int, _frame: object) -> None:
+        worker.stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+    worker.run()
 
 
 @app.command()

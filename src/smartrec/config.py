@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     registry_url: str | None = None
     #: Where model artifacts are written (a path or fsspec URL). Default: ``home/artifacts``.
     artifacts_url: str | None = None
+    #: Where ``POST /v1/events`` hands events: ``database://`` (the database is the log; the
+    #: API writes it) or ``kafka://[user:password@]host:port[,host:port]?topic=...`` (Kafka;
+    #: ``smartrec worker`` writes the log). See docs/operations/events.md.
+    events_url: str = "database://"
+    #: Seconds ``POST /v1/events`` waits for the bus to confirm a batch before answering 503.
+    events_publish_timeout_s: float = Field(default=5.0, gt=0)
+    #: The ``Retry-After`` (seconds) of that 503.
+    events_retry_after_s: int = Field(default=5, ge=1)
+    #: Messages ``smartrec worker`` reads, writes and commits as one batch.
+    worker_batch_size: int = Field(default=5000, ge=1, le=100_000)
     #: Registered model name in MLflow.
     model_name: str = "smartrec"
     #: MLflow experiment that training runs are logged under.

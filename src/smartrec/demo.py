@@ -70,7 +70,7 @@ def ingest_movielens(runtime: Runtime, ml: MovieLens, console: Console) -> tuple
                 bar.advance(task, len(chunk))
         task = bar.add_task("events", total=len(events))
         for chunk in _batched(events):
-            a, d = runtime.ingestor.add_events(chunk)
+            a, d = runtime.ingestor.import_events(chunk)
             accepted += a
             duplicates += d
             bar.advance(task, len(chunk))

@@ -10,6 +10,7 @@ from smartrec.domain import EventRecord, EventWeights
 from smartrec.domain.clock import now_ms as clock_ms
 from smartrec.errors import PayloadTooLarge, ValidationFailed
 from smartrec.schemas import EventIn, ItemIn, UserIn
+from smartrec.storage.events import EventBus
 from smartrec.storage.ports import CatalogStore, EventStore
 
 
@@ -30,7 +31,11 @@ class FieldError:
 
 
 class Ingestor:
-    """Writes catalog rows and events; every batch is validated whole before anything is stored."""
+    """Writes catalog rows and events; every batch is validated whole before anything is stored.
+
+    Live events go to the event ``bus`` (by default the database itself); a bulk import of
+    history (:meth:`import_events`) goes straight to the event log.
+    """
 
     def __init__(
         self,
@@ -39,9 +44,15 @@ class Ingestor:
         weights: EventWeights,
         max_batch_size: int,
         max_future_skew_s: float = 86_400.0,
+        bus: EventBus | None = None,
     ) -> None:
         self.catalog = catalog
         self.events = events
+        if bus is None:
+            from smartrec.storage.events.database import DatabaseBus
+
+            bus = DatabaseBus(events)
+        self.bus = bus
         self.weights = weights
         self.max_batch_size = max_batch_size
         self.max_future_skew_ms = int(max_future_skew_s * 1000)
@@ -107,7 +118,13 @@ class Ingestor:
         return out
 
     def add_events(self, events: Sequence[EventIn]) -> tuple[int, int]:
-        """Returns (accepted, duplicates). Durable once this returns (one committed transaction)."""
+        """Returns (accepted, duplicates). Durable once this returns: in the database (one
+        committed transaction) or confirmed by the bus; raises ``BusUnavailable`` otherwise."""
+        return self.bus.publish(self.to_records(events))
+
+    def import_events(self, events: Sequence[EventIn]) -> tuple[int, int]:
+        """A bulk load of past events (the demo, ``smartrec import``): into the log directly, so
+        that training right after sees them whatever the bus."""
         return self.events.add_events(self.to_records(events))
 
 

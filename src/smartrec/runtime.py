@@ -17,8 +17,10 @@ from smartrec.keys import ApiKeys
 from smartrec.registry import ModelRegistry
 from smartrec.serving import RecommendationService
 from smartrec.storage import RecordStore, Store, key_store, open_store, record_store
+from smartrec.storage.events import EventBus, open_event_bus
 from smartrec.training import JobRunner, Trainer, TrainResult
 from smartrec.training.jobs import STALE_REASON
+from smartrec.workers import EventWorker, WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +36,26 @@ class Runtime:
     jobs: JobRunner
     keys: ApiKeys
     records: RecordStore
+    bus: EventBus
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         settings.ensure_home()
         store = open_store(settings.resolved_database_url)
         registry = build_registry(settings)
+        bus = open_event_bus(
+            settings.events_url,
+            store,
+            settings.events_publish_timeout_s,
+            settings.events_retry_after_s,
+        )
         ingestor = Ingestor(
-            store, store, settings.weights, settings.max_batch_size, settings.max_future_skew_s
+            store,
+            store,
+            settings.weights,
+            settings.max_batch_size,
+            settings.max_future_skew_s,
+            bus=bus,
         )
         service = RecommendationService(settings, store, registry)
         trainer = Trainer(settings, store, registry)
@@ -55,7 +69,16 @@ class Runtime:
         )
         keys = ApiKeys(key_store(store), ttl_s=settings.auth_cache_ttl_s)
         return cls(
-            settings, store, registry, ingestor, service, trainer, jobs, keys, record_store(store)
+            settings,
+            store,
+            registry,
+            ingestor,
+            service,
+            trainer,
+            jobs,
+            keys,
+            record_store(store),
+            bus,
         )
 
     def start(self) -> None:
@@ -94,6 +117,7 @@ class Runtime:
     def stop(self) -> None:
         self.service.stop()
         self.jobs.shutdown(wait=False)
+        self.bus.close()
         self.store.close()
 
 
@@ -136,4 +160,23 @@ def build_registry(settings: Settings) -> ModelRegistry:
         model_name=settings.model_name,
         experiment=settings.experiment,
         cache_dir=settings.resolved_home / "cache" / "models",
+    )
+
+
+def build_event_worker(settings: Settings, metrics: WorkerMetrics | None = None) -> EventWorker:
+    """``smartrec worker``'s wiring: the store (migrated, as the API would), the bus's consumer
+    side (topics created when missing) and the event types this deployment accepts."""
+    from smartrec.storage.events import open_event_source
+
+    settings.ensure_home()
+    store = open_store(settings.resolved_database_url)
+    with startup_lock(settings, store):
+        store.migrate()
+    source = open_event_source(settings.events_url)
+    return EventWorker(
+        source,
+        store,
+        batch_size=settings.worker_batch_size,
+        known_type=settings.weights.known,
+        metrics=metrics,
     )

@@ -172,7 +172,11 @@ def install(app: FastAPI) -> None:
             extra["errors"] = [{"field": exc.field, "message": str(exc)}]
         if exc.status >= 500:
             log.error("%s: %s", type(exc).__name__, exc)
-        return problem(exc.status, exc.title, str(exc) or exc.title, request, **extra)
+        retry = getattr(exc, "retry_after_s", None)
+        headers = {"Retry-After": str(int(retry))} if retry else None
+        return problem(
+            exc.status, exc.title, str(exc) or exc.title, request, headers=headers, **extra
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

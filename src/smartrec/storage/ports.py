@@ -40,6 +40,11 @@ class EventStore(Protocol):
     """The event log: appended by ingest, read by serving (one user) and training (all)."""
 
     def add_events(self, events: Sequence[EventRecord]) -> tuple[int, int]: ...
+    def known_event_ids(self, event_ids: Sequence[str]) -> set[str]:
+        """Those of ``event_ids`` already in the log (a bus that writes later counts a resent
+        event as a duplicate with it)."""
+        ...
+
     def snapshot(self) -> EventSnapshot: ...
     def user_history(
         self, user_id: str, limit: int = 500

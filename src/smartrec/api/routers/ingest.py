@@ -31,11 +31,19 @@ def upsert_users(body: UsersIn, rt: RuntimeDep) -> UpsertOut:
     return UpsertOut(upserted=rt.ingestor.add_users(body.users))
 
 
-@router.post("/events", response_model=EventsOut, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/events",
+    response_model=EventsOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=responses(503),
+)
 def add_events(body: EventsIn, rt: RuntimeDep, metrics: MetricsDep) -> EventsOut:
-    """Store behaviour events. Durable when answered; an event seen before counts as duplicate."""
+    """Store behaviour events. Durable when answered (in the database, or confirmed by the
+    event bus); an event seen before counts as a duplicate. 503 with ``Retry-After`` when the
+    bus cannot confirm the batch: nothing of it is acknowledged, send it again."""
     accepted, duplicates = rt.ingestor.add_events(body.events)
-    rt.service.events_arrived(e.user_id for e in body.events)
+    if rt.bus.writes_log:
+        rt.service.events_arrived(e.user_id for e in body.events)
     metrics.events.inc(accepted)
     metrics.duplicates.inc(duplicates)
     return EventsOut(accepted=accepted, duplicates=duplicates)

@@ -155,6 +155,11 @@ class MemoryStore:
                 t.events_by_user.setdefault(e.user_id, {})[e.event_id] = row
         return len(fresh), len(events) - len(fresh)
 
+    def known_event_ids(self, event_ids: Sequence[str]) -> set[str]:
+        t = self.tables
+        with t.lock:
+            return {i for i in event_ids if i in t.events}
+
     def snapshot(self) -> EventSnapshot:
         """The whole event log ordered by time (then id): the training input."""
         with self.tables.lock:

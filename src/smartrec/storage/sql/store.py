@@ -397,6 +397,18 @@ class SqlStore:
             finally:
                 cursor.close()
 
+    def known_event_ids(self, event_ids: Sequence[str]) -> set[str]:
+        """One primary-key look-up per id, in chunks that keep the statement small."""
+        c = schema.events.c
+        found: set[str] = set()
+        ids = list(dict.fromkeys(event_ids))
+        with self.engine.connect() as conn:
+            for lo in range(0, len(ids), 500):
+                chunk = ids[lo : lo + 500]
+                query = select(c.event_id).where(c.event_id.in_(chunk))
+                found.update(r[0] for r in conn.execute(query))
+        return found
+
     def user_items(self, user_id: str) -> list[str]:
         """Every item the user ever had an event on (for "seen" beyond the history window)."""
         c = schema.events.c
