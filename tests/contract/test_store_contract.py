@@ -87,6 +87,16 @@ def test_events_are_idempotent_and_create_users_and_placeholders(store: Store) -
     assert store.catalog(["b"])["b"].placeholder is True
 
 
+def test_known_event_ids_names_the_stored_ones_only(store: Store) -> None:
+    """What a bus that writes later asks before it sends (a resent event is a duplicate)."""
+    assert store.known_event_ids([]) == set()
+    store.add_events([ev(i) for i in range(3)])
+    ids = [ev(i).event_id for i in range(5)]
+    assert store.known_event_ids(ids + ids[:1]) == set(ids[:3])
+    many = [f"x{i}" for i in range(1200)] + [ids[2]]  # more than one chunk of look-ups
+    assert store.known_event_ids(many) == {ids[2]}
+
+
 def test_a_duplicate_event_still_makes_its_user_and_item_known(store: Store) -> None:
     """The event id decides what is a duplicate; its user and item are known either way."""
     store.add_events([EventRecord("same", "u1", "a", "view", None, 1)])

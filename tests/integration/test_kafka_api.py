@@ -77,7 +77,7 @@ def test_acknowledged_events_reach_postgres_through_a_worker_and_a_dead_broker_i
         home=home,
         database_url=pg_url,
         events_url=url,
-        events_publish_timeout_s=1.0,
+        events_publish_timeout_s=10.0,
         events_retry_after_s=3,
         reload_interval_s=0,
         feed_poll_interval_s=0,
@@ -98,9 +98,9 @@ def test_acknowledged_events_reach_postgres_through_a_worker_and_a_dead_broker_i
 
             broker.stop()
             r = client.post("/v1/events", json={"events": _events(10, start=1000)})
-            body = assert_problem(r, 503)
+            body = assert_problem(r, 503)  # within the timeout; at once once the client knows
             assert r.headers["retry-after"] == "3"
-            assert "did not confirm" in body["detail"] or "refused" in body["detail"]
+            assert "Kafka at" in body["detail"], body
             # Bad input is still a 422 naming the row, not a 503.
             r = client.post("/v1/events", json={"events": [{"user_id": "u", "item_id": "i"}]})
             assert_problem(r, 422)

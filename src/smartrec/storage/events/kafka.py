@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -160,7 +161,8 @@ def ensure_topics(config: KafkaConfig, timeout_s: float = 10.0) -> list[str]:
 class _Pending:
     """One publish call's messages: counted down by delivery reports."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, broken: threading.Event | None = None) -> None:
+        self.broken = broken
         self.left = count
         self.errors: list[str] = []
         self.done = threading.Event()
@@ -172,6 +174,8 @@ class _Pending:
         with self.lock:
             if err is not None:
                 self.errors.append(str(err))
+                if self.broken is not None and (err.fatal() or err.name() == "PRODUCER_FENCED"):
+                    self.broken.set()
             self.left -= 1
             if self.left <= 0:
                 self.done.set()
@@ -200,6 +204,15 @@ class KafkaBus:
         # client, so librdkafka need not keep trying long after (a retried batch has the
         # same ids and counts once).
         conf.setdefault("delivery.timeout.ms", max(1000, int(timeout_s * 1000)))
+        conf["error_cb"] = self._on_error
+        self._conf = conf
+        #: Set while librdkafka reports every broker down: publish refuses at once (a 503 in
+        #: milliseconds, not after the timeout); the poller clears it when a broker answers.
+        self._down = threading.Event()
+        #: Set by a fatal error (e.g. the broker fenced this producer id): the idempotent
+        #: producer cannot go on, so the next publish starts a new one.
+        self._broken = threading.Event()
+        self._swap = threading.Lock()
         self._producer = Producer(conf)
         self._stop = threading.Event()
         # Delivery reports are served by this thread, so that a request waits on its own
@@ -207,9 +220,31 @@ class KafkaBus:
         self._poller = threading.Thread(target=self._serve, name="kafka-bus", daemon=True)
         self._poller.start()
 
+    def _on_error(self, err: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        if err.fatal() or err.code() == KafkaError.PRODUCER_FENCED:
+            log.warning("Kafka producer: %s (a new producer takes over)", err)
+            self._broken.set()
+        elif err.code() == KafkaError._ALL_BROKERS_DOWN:
+            if not self._down.is_set():
+                log.warning("Kafka at %s: all brokers are down", self.config.bootstrap)
+            self._down.set()
+        else:
+            log.warning("Kafka producer: %s", err)
+
     def _serve(self) -> None:
+        last_probe = 0.0
         while not self._stop.is_set():
             self._producer.poll(0.05)
+            if self._down.is_set() and time.monotonic() - last_probe > 0.5:
+                last_probe = time.monotonic()
+                try:
+                    self._producer.list_topics(self.config.topic, timeout=0.5)
+                except Exception:  # still down
+                    continue
+                log.info("Kafka at %s answers again", self.config.bootstrap)
+                self._down.clear()
 
     def publish(self, events: Sequence[EventRecord]) -> tuple[int, int]:
         unique = list({e.event_id: e for e in events}.values())
@@ -223,10 +258,18 @@ class KafkaBus:
             if stored:
                 unique = [e for e in unique if e.event_id not in stored]
                 duplicates += len(stored)
-        pending = _Pending(len(unique))
+        if self._down.is_set() and unique:
+            raise BusUnavailable(
+                f"Kafka at {self.config.bootstrap} is down (no broker answers)",
+                self.retry_after_s,
+            )
+        if self._broken.is_set():
+            self._renew()
+        pending = _Pending(len(unique), self._broken)
+        producer = self._producer
         try:
             for e in unique:
-                self._producer.produce(
+                producer.produce(
                     self.config.topic, codec.encode(e), codec.key(e), on_delivery=pending.report
                 )
         except BufferError:
@@ -246,6 +289,17 @@ class KafkaBus:
                 self.retry_after_s,
             )
         return len(unique), duplicates
+
+    def _renew(self) -> None:
+        from confluent_kafka import Producer
+
+        with self._swap:
+            if not self._broken.is_set():
+                return  # another request renewed it
+            old, self._producer = self._producer, Producer(self._conf)
+            self._broken.clear()
+        log.info("Kafka producer renewed")
+        old.flush(0)
 
     def close(self) -> None:
         self._stop.set()
