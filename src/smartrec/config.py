@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     events_publish_timeout_s: float = Field(default=5.0, gt=0)
     #: The ``Retry-After`` (seconds) of that 503.
     events_retry_after_s: int = Field(default=5, ge=1)
+    #: State shared by every API process and worker: ``memory://`` (each process its own) or
+    #: ``redis://host:6379/0`` (``rediss://`` for TLS): then a process that stores events tells
+    #: every serving process at once, instead of at their next poll of the event log.
+    cache_url: str = "memory://"
     #: Messages ``smartrec worker`` reads, writes and commits as one batch.
     worker_batch_size: int = Field(default=5000, ge=1, le=100_000)
     #: Registered model name in MLflow.

@@ -6,17 +6,19 @@ importing `smartrec.api`."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from smartrec.config import Settings
+from smartrec.domain.records import EventRecord
 from smartrec.errors import ConfigError
 from smartrec.ingest import Ingestor
 from smartrec.keys import ApiKeys
 from smartrec.registry import ModelRegistry
 from smartrec.serving import RecommendationService
 from smartrec.storage import RecordStore, Store, key_store, open_store, record_store
+from smartrec.storage.cache import ChangeFeed, open_change_feed
 from smartrec.storage.events import EventBus, open_event_bus
 from smartrec.training import JobRunner, Trainer, TrainResult
 from smartrec.training.jobs import STALE_REASON
@@ -37,6 +39,7 @@ class Runtime:
     keys: ApiKeys
     records: RecordStore
     bus: EventBus
+    changes: ChangeFeed
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -79,6 +82,7 @@ class Runtime:
             keys,
             record_store(store),
             bus,
+            change_feed(settings),
         )
 
     def start(self) -> None:
@@ -100,7 +104,17 @@ class Runtime:
             failed = self.store.fail_orphaned_jobs(STALE_REASON, self.jobs.stale_after_ms)
             if failed:
                 log.warning("marked %d interrupted training job(s) as failed", failed)
+        if self.changes.shared:
+            # Events stored by other processes (workers, other replicas) drop feeds here at once.
+            self.changes.listen(self.service.events_arrived)
         self.service.start()
+
+    def events_stored(self, user_ids: Iterable[str]) -> None:
+        """This process stored events of these users: its own feeds go at once, and every
+        other serving process is told through the change feed."""
+        users = set(user_ids)
+        self.service.events_arrived(users)
+        self.changes.publish(users)
 
     def check_auth(self) -> None:
         """Refuse to serve with keys required and none to use; warn when auth is off on an
@@ -118,6 +132,7 @@ class Runtime:
         self.service.stop()
         self.jobs.shutdown(wait=False)
         self.bus.close()
+        self.changes.close()
         self.store.close()
 
 
@@ -173,10 +188,21 @@ def build_event_worker(settings: Settings, metrics: WorkerMetrics | None = None)
     with startup_lock(settings, store):
         store.migrate()
     source = open_event_source(settings.events_url)
+    changes = change_feed(settings)
+
+    def stored(events: list[EventRecord]) -> None:
+        changes.publish(e.user_id for e in events)
+
     return EventWorker(
         source,
         store,
         batch_size=settings.worker_batch_size,
         known_type=settings.weights.known,
         metrics=metrics,
+        on_stored=stored,
     )
+
+
+def change_feed(settings: Settings) -> ChangeFeed:
+    """The change feed of this deployment (one channel per model name on a shared Redis)."""
+    return open_change_feed(settings.cache_url, prefix=f"smartrec:{settings.model_name}:")

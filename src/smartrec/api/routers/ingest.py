@@ -42,8 +42,8 @@ def add_events(body: EventsIn, rt: RuntimeDep, metrics: MetricsDep) -> EventsOut
     event bus); an event seen before counts as a duplicate. 503 with ``Retry-After`` when the
     bus cannot confirm the batch: nothing of it is acknowledged, send it again."""
     accepted, duplicates = rt.ingestor.add_events(body.events)
-    if rt.bus.writes_log:
-        rt.service.events_arrived(e.user_id for e in body.events)
+    if rt.bus.writes_log:  # else a worker stores them, and tells every process then
+        rt.events_stored(e.user_id for e in body.events)
     metrics.events.inc(accepted)
     metrics.duplicates.inc(duplicates)
     return EventsOut(accepted=accepted, duplicates=duplicates)

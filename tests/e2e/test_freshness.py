@@ -1,0 +1,166 @@
+"""Real time across processes: two ``smartrec serve`` replicas, one ``smartrec worker``, Kafka
+(tansu), Redis and PostgreSQL, each a real process.
+
+An event posted to replica A goes through Kafka to the worker, which writes it to PostgreSQL and
+tells every replica through Redis; replica B drops the user's feed and its next answer ranks
+with the event. Both replicas run without their poll of the event log
+(``SMARTREC_FEED_POLL_INTERVAL_S=0``), so the change can only come through Redis: with Redis
+stopped, B keeps serving (200) the feed it has, and once Redis is back the changes flow again
+without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.commands import wait_until
+from tests.kafka import Tansu
+from tests.redisproc import RedisServer
+from tests.serverproc import smartrec_serve
+from tests.worlds import small_world
+
+pytest.importorskip("confluent_kafka")
+pytest.importorskip("redis")
+
+JOB_TIMEOUT_S = 300.0
+
+
+def _worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("SMARTREC_")} | env
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(Path(sys.executable).with_name("smartrec")), "worker"],
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _subscribers(url: str) -> int:
+    """Serving processes listening on the change feed (Redis's own count)."""
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        counts = dict(client.pubsub_numsub("smartrec:smartrec:events"))
+    return int(counts.get(b"smartrec:smartrec:events", 0))
+
+
+def _top(client: httpx.Client, user: str) -> list[str]:
+    r = client.get(f"/v1/users/{user}/recommendations", params={"n": 5})
+    assert r.status_code == 200, r.text
+    return [i["item_id"] for i in r.json()["items"]]
+
+
+def _click(client: httpx.Client, user: str, item: str) -> None:
+    event = {
+        "event_id": f"fresh-{user}-{item}",
+        "user_id": user,
+        "item_id": item,
+        "type": "click",
+        "timestamp": int(time.time()),
+    }
+    r = client.post("/v1/events", json={"events": [event]})
+    assert r.status_code == 202, r.text
+
+
+def _changed(client: httpx.Client, user: str, item: str, timeout_s: float) -> float | None:
+    """Seconds until ``item`` leaves the user's answer, or None if it stays ``timeout_s``."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        if item not in _top(client, user):
+            return time.perf_counter() - started
+        time.sleep(0.005)
+    return None
+
+
+def test_an_event_posted_to_one_replica_changes_the_others_answer_through_redis(
+    tmp_path: Path, pg_url: str
+) -> None:
+    world = small_world()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    redis = RedisServer(tmp_path).start()
+    broker = Tansu(tmp_path).start()
+    env = {
+        "SMARTREC_DATABASE_URL": pg_url,
+        "SMARTREC_REGISTRY_URL": f"sqlite:///{shared / 'mlflow.db'}",
+        "SMARTREC_ARTIFACTS_URL": str(shared / "artifacts"),
+        "SMARTREC_EVENTS_URL": broker.url(),
+        "SMARTREC_CACHE_URL": redis.url,
+        # A weak single model, so that the multi-stage pipeline (served from feeds) wins.
+        "SMARTREC_MODELS": json.dumps({"itemknn": {"k": 5}}),
+        "SMARTREC_HOME": str(tmp_path / "worker"),
+    }
+    worker = _worker(env, tmp_path / "worker.log")
+    try:
+        with (
+            smartrec_serve(tmp_path / "a", **env) as url_a,
+            httpx.Client(base_url=url_a, timeout=30) as a,
+        ):
+            assert a.post("/v1/items", json={"items": world.items}).status_code == 200
+            r = a.post("/v1/events", json={"events": world.events})
+            assert r.status_code == 202 and r.json()["accepted"] == len(world.events), r.text
+            # The worker writes them to PostgreSQL: training reads them there.
+            user = world.heaviest_user()
+
+            def stored() -> bool | None:
+                r = a.get(f"/v1/users/{user}")
+                return r.status_code == 200 and r.json()["events"] == len(world.events_of(user))
+
+            wait_until(lambda: stored() or None, 60, "the worker storing the world's events")
+            job_id = a.post("/v1/training-jobs", json={}).json()["job_id"]
+
+            def finished() -> dict[str, Any] | None:
+                job: dict[str, Any] = a.get(f"/v1/training-jobs/{job_id}").json()
+                return job if job["status"] in ("succeeded", "failed") else None
+
+            job = wait_until(finished, JOB_TIMEOUT_S, "training")
+            assert job["status"] == "succeeded" and job["result"]["algorithm"] == "pipeline", job
+
+            with (
+                smartrec_serve(tmp_path / "b", **env) as url_b,
+                httpx.Client(base_url=url_b, timeout=30) as b,
+            ):
+                users = sorted(world.seen)[:12]
+                took: list[float] = []
+                for user in users[:8]:
+                    item = _top(b, user)[0]  # B builds and keeps the user's feed
+                    _click(a, user, item)
+                    seconds = _changed(b, user, item, timeout_s=20)
+                    assert seconds is not None, f"B still shows {item} to {user}"
+                    took.append(seconds)
+                took.sort()
+                print(
+                    f"freshness across replicas: median {took[len(took) // 2] * 1000:.0f} ms, "
+                    f"max {took[-1] * 1000:.0f} ms over {len(took)} events"
+                )
+
+                redis.stop()
+                user = users[8]
+                item = _top(b, user)[0]
+                _click(a, user, item)  # Kafka and the worker still take it
+                assert _changed(b, user, item, timeout_s=3) is None  # no notice, no poll
+                assert _top(a, users[9]) and _top(b, users[9])  # 200s without Redis
+
+                redis.start()  # back on the same port: no restart of anything
+                wait_until(lambda: _subscribers(redis.url) == 2 or None, 20, "resubscribing")
+                for user in users[10:12]:
+                    item = _top(b, user)[0]
+                    _click(a, user, item)
+                    assert _changed(b, user, item, timeout_s=20) is not None
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+        broker.stop()
+        redis.stop()
+    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
