@@ -93,20 +93,22 @@ def worker(
         int | None, typer.Option(help="Serve Prometheus metrics on this port.", min=1)
     ] = None,
 ) -> None:
-    """Drain the event bus (SMARTREC_EVENTS_URL=kafka://...) into the event log.
+    """Drain the event bus (SMARTREC_EVENTS_URL=kafka://...) into the event log, and train on
+    a schedule (SMARTREC_RETRAIN_INTERVAL_S).
 
-    Several workers with the same consumer group share the partitions. SIGTERM or Ctrl-C
-    finishes and commits the batch in hand, then leaves the group."""
+    Several workers with the same consumer group share the partitions; one training runs per
+    interval across all of them. SIGTERM or Ctrl-C finishes and commits the batch in hand,
+    then leaves the group."""
     import signal
     import threading
 
-    from smartrec.runtime import build_event_worker
+    from smartrec.runtime import build_worker
     from smartrec.workers import WorkerMetrics
 
     settings = _settings(config, worker_batch_size=batch_size)
     _logging(settings.log_level, settings.log_format)
     metrics = WorkerMetrics()
-    worker = build_event_worker(settings, metrics)
+    worker = build_worker(settings, metrics)
     if metrics_port:
         from prometheus_client import start_http_server
 

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     #: ``redis://host:6379/0`` (``rediss://`` for TLS): then a process that stores events tells
     #: every serving process at once, instead of at their next poll of the event log.
     cache_url: str = "memory://"
+    #: ``smartrec worker`` starts a training job every this many seconds (0 = never), one per
+    #: interval across all workers; the champion rules of a manual job apply.
+    retrain_interval_s: float = Field(default=0.0, ge=0)
     #: Messages ``smartrec worker`` reads, writes and commits as one batch.
     worker_batch_size: int = Field(default=5000, ge=1, le=100_000)
     #: Registered model name in MLflow.

@@ -6,6 +6,7 @@ importing `smartrec.api`."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,9 +21,9 @@ from smartrec.serving import RecommendationService
 from smartrec.storage import RecordStore, Store, key_store, open_store, record_store
 from smartrec.storage.cache import ChangeFeed, open_change_feed
 from smartrec.storage.events import EventBus, open_event_bus
+from smartrec.storage.jobs import STALE_REASON
 from smartrec.training import JobRunner, Trainer, TrainResult
-from smartrec.training.jobs import STALE_REASON
-from smartrec.workers import EventWorker, WorkerMetrics
+from smartrec.workers import EventWorker, RetrainScheduler, WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -178,29 +179,74 @@ def build_registry(settings: Settings) -> ModelRegistry:
     )
 
 
-def build_event_worker(settings: Settings, metrics: WorkerMetrics | None = None) -> EventWorker:
+@dataclass
+class WorkerProcess:
+    """What ``smartrec worker`` runs: the event worker (with a Kafka bus) and the retraining
+    schedule (with ``retrain_interval_s``), over one store."""
+
+    store: Store
+    events: EventWorker | None
+    retrain: RetrainScheduler | None
+    jobs: JobRunner | None
+    stop: threading.Event
+
+    def run(self) -> None:
+        """Until :attr:`stop` is set (SIGTERM): the batch in hand is finished and committed."""
+        thread = None
+        if self.retrain is not None:
+            self.retrain.stop = self.stop
+            thread = threading.Thread(target=self.retrain.run, name="retrain", daemon=True)
+            thread.start()
+        try:
+            if self.events is not None:
+                self.events.stop = self.stop
+                self.events.run()
+            else:
+                self.stop.wait()
+        finally:
+            if thread is not None:
+                thread.join(timeout=5)
+            if self.jobs is not None:
+                # A training in progress is abandoned; its job is failed as stale later.
+                self.jobs.shutdown(wait=False)
+            self.store.close()
+
+
+def build_worker(settings: Settings, metrics: WorkerMetrics | None = None) -> WorkerProcess:
     """``smartrec worker``'s wiring: the store (migrated, as the API would), the bus's consumer
-    side (topics created when missing) and the event types this deployment accepts."""
+    side (topics created when missing) and the retraining schedule."""
     from smartrec.storage.events import open_event_source
 
     settings.ensure_home()
+    drains = not settings.events_url.startswith("database://")
+    if not drains and settings.retrain_interval_s <= 0:
+        open_event_source(settings.events_url)  # raises: says why there is nothing to do
     store = open_store(settings.resolved_database_url)
     with startup_lock(settings, store):
         store.migrate()
-    source = open_event_source(settings.events_url)
-    changes = change_feed(settings)
+    events = None
+    if drains:
+        changes = change_feed(settings)
 
-    def stored(events: list[EventRecord]) -> None:
-        changes.publish(e.user_id for e in events)
+        def stored(batch: list[EventRecord]) -> None:
+            changes.publish(e.user_id for e in batch)
 
-    return EventWorker(
-        source,
-        store,
-        batch_size=settings.worker_batch_size,
-        known_type=settings.weights.known,
-        metrics=metrics,
-        on_stored=stored,
-    )
+        events = EventWorker(
+            open_event_source(settings.events_url),
+            store,
+            batch_size=settings.worker_batch_size,
+            known_type=settings.weights.known,
+            metrics=metrics,
+            on_stored=stored,
+        )
+    retrain = jobs = None
+    if settings.retrain_interval_s > 0:
+        trainer = Trainer(settings, store, build_registry(settings))
+        jobs = JobRunner(trainer, store, stale_after_s=settings.job_stale_after_s)
+        retrain = RetrainScheduler(
+            jobs, store, settings.retrain_interval_s, stale_after_s=settings.job_stale_after_s
+        )
+    return WorkerProcess(store, events, retrain, jobs, threading.Event())
 
 
 def change_feed(settings: Settings) -> ChangeFeed:

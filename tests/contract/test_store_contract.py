@@ -359,6 +359,9 @@ def test_jobs_roundtrip_and_recovery(store: Store) -> None:
     assert store.get_job("j1")["status"] == "running"  # type: ignore[index]
     assert store.get_job("j3")["status"] == "running"  # type: ignore[index]
     assert store.fail_orphaned_jobs("again") == 0  # a failed job is not failed twice
+    assert store.unfinished_jobs() == ["j1", "j3"]  # by creation time: what blocks a schedule
+    store.update_job("j1", status="succeeded")
+    assert store.unfinished_jobs() == ["j3"]
 
 
 def test_jobs_with_a_stale_heartbeat_are_failed_from_any_host(store: Store) -> None:

@@ -7,6 +7,8 @@ import socket
 
 #: A job in one of these states is unfinished: it has an owner that should be alive.
 UNFINISHED = ("queued", "running")
+#: The error of a job failed because its process is gone.
+STALE_REASON = "the server process running this job stopped before it finished"
 
 
 def worker_id() -> str:

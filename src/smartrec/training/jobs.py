@@ -13,12 +13,11 @@ from typing import Any
 
 from smartrec.domain.clock import now_ms
 from smartrec.errors import NotFound, NotReady, SmartrecError
+from smartrec.storage.jobs import STALE_REASON
 from smartrec.storage.ports import Store
 from smartrec.training.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
-
-STALE_REASON = "the server process running this job stopped before it finished"
 
 
 def _json_safe(value: Any) -> Any:
@@ -53,10 +52,11 @@ class JobRunner:
         self._heartbeat_stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
-    def submit(self, request: dict[str, Any]) -> str:
+    def submit(self, request: dict[str, Any], job_id: str | None = None) -> str:
+        """Queue a training; ``job_id`` names it (default: a random id)."""
         if self._closed:
             raise NotReady("the server is shutting down; submit the training job again later")
-        job_id = uuid.uuid4().hex
+        job_id = job_id or uuid.uuid4().hex
         self.store.create_job(job_id, request)
         future = self._pool.submit(self._run, job_id, request)
         with self._lock:

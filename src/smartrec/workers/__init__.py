@@ -1,5 +1,6 @@
-"""Processes beside the API: the event worker (``smartrec worker``)."""
+"""Processes beside the API (``smartrec worker``): the event worker, scheduled retraining."""
 
 from smartrec.workers.events import EventWorker, WorkerMetrics
+from smartrec.workers.retrain import RetrainScheduler
 
-__all__ = ["EventWorker", "WorkerMetrics"]
+__all__ = ["EventWorker", "RetrainScheduler", "WorkerMetrics"]

@@ -49,7 +49,7 @@ def open_event_source(url: str, create_topics: bool = True) -> EventSource:
         raise ConfigError(
             "SMARTREC_EVENTS_URL=database://: the API writes events to the database itself, so "
             "there is no queue for `smartrec worker` to drain; set SMARTREC_EVENTS_URL="
-            "kafka://... to run workers"
+            "kafka://... to run workers (or SMARTREC_RETRAIN_INTERVAL_S to train on a schedule)"
         )
     _need_kafka()
     from smartrec.storage.events.kafka import KafkaSource, ensure_topics, parse_url

@@ -33,6 +33,8 @@ from smartrec.storage.events import codec
 from smartrec.storage.events.base import BusUnavailable, Delivery, Message
 
 log = logging.getLogger(__name__)
+#: librdkafka's own log lines, through Python's logging (the server's format, JSON included).
+KAFKA_LOG = logging.getLogger("smartrec.kafka")
 
 DEFAULT_TOPIC = "smartrec-events"
 DEFAULT_GROUP = "smartrec-workers"
@@ -56,6 +58,7 @@ class KafkaConfig:
     def producer_conf(self) -> dict[str, Any]:
         return {
             "bootstrap.servers": self.bootstrap,
+            "logger": KAFKA_LOG,
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 2,
@@ -66,6 +69,7 @@ class KafkaConfig:
     def consumer_conf(self) -> dict[str, Any]:
         return {
             "bootstrap.servers": self.bootstrap,
+            "logger": KAFKA_LOG,
             "group.id": self.group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -78,7 +82,7 @@ class KafkaConfig:
         }
 
     def admin_conf(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.bootstrap, **self.common}
+        return {"bootstrap.servers": self.bootstrap, "logger": KAFKA_LOG, **self.common}
 
 
 def parse_url(url: str) -> KafkaConfig:

@@ -272,6 +272,11 @@ class MemoryStore:
                 if row is not None and row["status"] in UNFINISHED:
                     row["heartbeat_at"] = ts
 
+    def unfinished_jobs(self) -> list[str]:
+        with self.tables.lock:
+            rows = [r for r in self.tables.jobs.values() if r["status"] in UNFINISHED]
+        return [r["job_id"] for r in sorted(rows, key=lambda r: (r["created_at"], r["job_id"]))]
+
     def fail_orphaned_jobs(self, reason: str, stale_after_ms: int | None = None) -> int:
         """Fail unfinished jobs whose process is gone (see ``storage.jobs.is_orphan``)."""
         host = socket.gethostname()

@@ -528,6 +528,16 @@ class SqlStore:
                 .values(heartbeat_at=now_ms())
             )
 
+    def unfinished_jobs(self) -> list[str]:
+        jobs = schema.training_jobs
+        query = (
+            select(jobs.c.job_id)
+            .where(jobs.c.status.in_(UNFINISHED))
+            .order_by(jobs.c.created_at, jobs.c.job_id)
+        )
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(query)]
+
     def fail_orphaned_jobs(self, reason: str, stale_after_ms: int | None = None) -> int:
         """Fail unfinished jobs whose process is gone: a process of this host that no longer
         exists, or (any host) a heartbeat older than ``stale_after_ms``."""
