@@ -158,6 +158,26 @@ def test_an_event_posted_to_one_replica_changes_the_others_answer_through_redis(
                     item = _top(b, user)[0]
                     _click(a, user, item)
                     assert _changed(b, user, item, timeout_s=20) is not None
+
+                # An anonymous visitor (a session id no model has seen) acting on A: B's next
+                # answers follow those clicks (the neighbours of the clicked items, which are
+                # named in the reasons) and never show them again.
+                session = "anon-session-1"
+                cold = _top(b, session)
+                category = world.categories[0]
+                clicked = sorted(world.items_of(category) - set(cold))[:3]
+                for item in clicked:
+                    _click(a, session, item)
+
+                def steered() -> list[dict[str, Any]] | None:
+                    r = b.get(f"/v1/users/{session}/recommendations", params={"n": 10})
+                    assert r.status_code == 200, r.text
+                    items = r.json()["items"]
+                    because = {x.get("item_id") for i in items for x in i["reasons"]}
+                    return items if because & set(clicked) else None
+
+                items = wait_until(steered, 20, "the session's clicks steering B's answer")
+                assert not {i["item_id"] for i in items} & set(clicked)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
