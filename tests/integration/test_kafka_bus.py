@@ -203,3 +203,35 @@ def test_a_broker_that_stops_answering_is_a_refusal_and_then_serves_again(
     finally:
         bus.close()
         tansu.stop()
+
+
+def test_two_workers_of_one_group_share_the_partitions_and_store_each_event_once(
+    broker: Tansu,
+) -> None:
+    url = broker.url()
+    config = parse_url(url)
+    ensure_topics(config)
+    store = MemoryStore()
+    workers = [EventWorker(open_event_source(url), store, batch_size=500) for _ in range(2)]
+    # Both members in the group before anything is sent, so that the partitions are split.
+    deadline = time.monotonic() + 60
+    while not all(w.source._consumer.assignment() for w in workers):  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the group never split the partitions"
+        for w in workers:
+            w.step()
+    owned = [{tp.partition for tp in w.source._consumer.assignment()} for w in workers]  # type: ignore[attr-defined]
+    assert owned[0].isdisjoint(owned[1]) and owned[0] | owned[1] == {0, 1, 2, 3}
+    bus = KafkaBus(config, timeout_s=10)
+    try:
+        bus.publish(_events(4000, users=97))
+    finally:
+        bus.close()
+    done = _until(lambda: store.count_events() == 4000)
+    while not done():
+        for w in workers:
+            w.step()
+    assert all(w.stored > 0 for w in workers)
+    assert sum(w.stored for w in workers) == 4000
+    assert sum(w.duplicates for w in workers) == 0
+    for w in workers:
+        w.source.close()
