@@ -204,11 +204,13 @@ class WorkerProcess:
             else:
                 self.stop.wait()
         finally:
+            self.stop.set()  # also when the event loop failed: the schedule stops with it
             if thread is not None:
                 thread.join(timeout=5)
             if self.jobs is not None:
-                # A training in progress is abandoned; its job is failed as stale later.
-                self.jobs.shutdown(wait=False)
+                # A training in progress is finished (its heartbeat goes on meanwhile); a
+                # worker killed during it leaves a job that is failed as stale.
+                self.jobs.shutdown(wait=True)
             self.store.close()
 
 

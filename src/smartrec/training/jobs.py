@@ -178,6 +178,12 @@ class JobRunner:
         return self.get(job_id)
 
     def shutdown(self, wait: bool = True) -> None:
+        """No new jobs. ``wait``: finish the running one first, its heartbeat going on until
+        it ends (so that no other process takes it for dead); else queued jobs are cancelled."""
         self._closed = True
-        self._heartbeat_stop.set()
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        if wait:
+            self._pool.shutdown(wait=True)
+            self._heartbeat_stop.set()
+        else:
+            self._heartbeat_stop.set()
+            self._pool.shutdown(wait=False, cancel_futures=True)

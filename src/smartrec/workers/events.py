@@ -10,6 +10,7 @@ from committing (it retries the same batch); it never dies on bad input.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -92,6 +93,8 @@ class EventWorker:
             event = decode(m.value)
         except MalformedEvent as exc:
             return str(exc)
+        except Exception as exc:  # whatever a message does to the decoder, the worker goes on
+            return f"unreadable: {type(exc).__name__}: {str(exc)[:200]}"
         if self.known_type is not None and not self.known_type(event.type):
             return f"unknown event type {event.type!r} (not in this worker's event weights)"
         return event
@@ -104,44 +107,87 @@ class EventWorker:
             self._lag()
             return 0
         started = time.perf_counter()
-        good: list[EventRecord] = []
+        good: list[tuple[Message, EventRecord]] = []
         bad: list[tuple[Message, str]] = []
         for m in delivery.messages:
             checked = self._check(m)
             if isinstance(checked, str):
                 bad.append((m, checked))
             else:
-                good.append(checked)
-        if good and not self._store(good):
-            return 0  # stopping with the batch unwritten: not committed, read again later
+                good.append((m, checked))
+        if good:
+            refused = self._store(good)
+            if refused is None:
+                return 0  # stopping with the batch unwritten: not committed, read again later
+            bad += refused
         for m, reason in bad:
             log.warning("dead-lettering message %s: %s", m.position, reason)
-            self.source.dead_letter(m, reason)
+            if not self._retry(functools.partial(self.source.dead_letter, m, reason)):
+                return 0  # stopping: the batch is read again (its writes are idempotent)
         self._commit(delivery, len(bad))
         if self.metrics is not None:
             self.metrics.batches.observe(time.perf_counter() - started)
         self._lag()
         return len(delivery)
 
-    def _store(self, good: list[EventRecord]) -> bool:
+    def _retry(self, action: Callable[[], object]) -> bool:
+        """``action`` until it succeeds (True) or the worker is stopped (False)."""
         while True:
             try:
-                accepted, duplicates = self.events.add_events(good)
-                break
+                action()
+                return True
             except Exception:
-                log.exception("could not write %d events to the log; retrying", len(good))
-                if self.metrics is not None:
-                    self.metrics.store_failures.inc()
+                log.exception("dead-lettering failed; retrying")
                 if self.stop.wait(self.retry_wait_s):
                     return False
+
+    def _store(self, good: list[tuple[Message, EventRecord]]) -> list[tuple[Message, str]] | None:
+        """Write the events; returns the messages the event log refuses for good (to
+        dead-letter), or None when the worker was stopped before they could be written.
+
+        A failure with the database answering is the data's: the batch is split in halves until
+        the events it refuses are found. A failure with the database down is waited out: the
+        same batch again, nothing committed meanwhile.
+        """
+        events = [e for _, e in good]
+        while True:
+            try:
+                accepted, duplicates = self.events.add_events(events)
+                break
+            except Exception as exc:
+                if self.metrics is not None:
+                    self.metrics.store_failures.inc()
+                if self._database_answers():
+                    if len(good) == 1:
+                        reason = f"refused by the event log: {type(exc).__name__}: {exc}"
+                        return [(good[0][0], reason[:500])]
+                    half = len(good) // 2
+                    first = self._store(good[:half])
+                    if first is None:
+                        return None
+                    second = self._store(good[half:])
+                    return None if second is None else first + second
+                log.exception("could not write %d events to the log; retrying", len(events))
+                self._lag()
+                if self.stop.wait(self.retry_wait_s):
+                    return None
         self.stored += accepted
         self.duplicates += duplicates
         if self.metrics is not None:
             self.metrics.events.labels("stored").inc(accepted)
             self.metrics.events.labels("duplicate").inc(duplicates)
         if self.on_stored is not None:
-            self.on_stored(good)
-        return True
+            self.on_stored(events)
+        return []
+
+    def _database_answers(self) -> bool:
+        ping = getattr(self.events, "ping", None)
+        if ping is None:
+            return False
+        try:
+            return bool(ping())
+        except Exception:
+            return False
 
     def _commit(self, delivery: Delivery, dead: int) -> None:
         self.source.commit(delivery)

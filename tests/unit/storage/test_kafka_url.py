@@ -77,3 +77,48 @@ def test_the_database_bus_writes_the_log_at_once() -> None:
     assert bus.publish([e, e]) == (1, 1)
     assert bus.publish([e]) == (0, 1)
     assert store.count_events() == 1
+
+
+def test_a_producer_error_is_a_503_and_a_fatal_one_renews_the_producer() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from smartrec.domain.records import EventRecord
+    from smartrec.storage.events import BusUnavailable
+    from smartrec.storage.events.kafka import KafkaBus
+
+    class Refusing:
+        def produce(self, *args: object, **kwargs: object) -> None:
+            raise KafkaException(KafkaError(KafkaError._FATAL, "fenced", fatal=True))
+
+        def poll(self, timeout: float) -> int:
+            return 0
+
+        def flush(self, timeout: float) -> int:
+            return 0
+
+    bus = KafkaBus(parse_url("kafka://127.0.0.1:1"), timeout_s=0.5)
+    # No callbacks from here on (they are served by the poller): nothing listens on port 1,
+    # and "all brokers down" must not answer first.
+    bus._stop.set()
+    bus._poller.join(timeout=5)
+    bus._down.clear()
+    original = bus._producer
+    bus._producer = Refusing()  # type: ignore[assignment]
+    event = EventRecord("e", "u", "i", "view", None, 1)
+    try:
+        with pytest.raises(BusUnavailable, match="Kafka refused the batch"):
+            bus.publish([event])
+        assert bus._broken.is_set()
+        # The next batch gets a new producer (this one times out: nothing listens on port 1).
+        with pytest.raises(BusUnavailable, match="did not confirm"):
+            bus.publish([event])
+        assert not bus._broken.is_set() and not isinstance(bus._producer, Refusing)
+        # Batches beyond ``max_waiting`` are refused at once.
+        for _ in range(bus.max_waiting):
+            assert bus._slots.acquire(blocking=False)
+        with pytest.raises(BusUnavailable, match="already waiting"):
+            bus.publish([event])
+        assert bus.publish([]) == (0, 0)
+    finally:
+        bus._stop.set()
+        del original

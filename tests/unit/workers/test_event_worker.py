@@ -97,6 +97,8 @@ def test_malformed_messages_are_dead_lettered_with_their_reason_and_the_rest_sto
 
 
 class FlakyStore(MemoryStore):
+    """A database that is down for the next ``failures`` writes (it does not answer a ping)."""
+
     def __init__(self, failures: int) -> None:
         super().__init__()
         self.failures = failures
@@ -106,6 +108,84 @@ class FlakyStore(MemoryStore):
             self.failures -= 1
             raise ConnectionError("database down")
         return super().add_events(events)
+
+    def ping(self) -> bool:
+        return self.failures == 0
+
+
+class PickyStore(MemoryStore):
+    """A database that is up but refuses batches holding certain events (as PostgreSQL
+    refuses a value its column cannot hold)."""
+
+    def __init__(self, refused: set[str]) -> None:
+        super().__init__()
+        self.refused = refused
+        self.calls = 0
+
+    def add_events(self, events: Sequence[EventRecord]) -> tuple[int, int]:
+        self.calls += 1
+        bad = [e.event_id for e in events if e.event_id in self.refused]
+        if bad:
+            raise ValueError(f"value too long for type character varying(256): {bad[0]}")
+        return super().add_events(events)
+
+
+def test_events_the_log_refuses_are_found_and_dead_lettered_and_the_rest_stored() -> None:
+    log, store = MemoryLog(), PickyStore({"e7", "e30"})
+    MemoryBus(log).publish(_events(40))
+    worker = _worker(log, store, batch_size=1000, retry_wait_s=0.0)
+    _drain(worker)
+    assert store.count_events() == 38
+    assert sorted(m.value for m, _ in log.dead) == sorted(
+        codec.encode(e) for e in _events(40) if e.event_id in {"e7", "e30"}
+    )
+    assert all("refused by the event log: ValueError" in reason for _, reason in log.dead)
+    assert worker.source.lag() == 0 and store.calls < 40  # halves, not one write per event
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 100_000,  # the decoder's recursion limit
+        b'{"v":1,"event_id":"e","user_id":"u","item_id":"i","type":"view","ts":1,"value":'
+        + b"9" * 400
+        + b"}",  # an integer no float can hold
+        b'{"v":1,"event_id":"e","user_id":"u","item_id":"i","type":"view","ts":'
+        + b"9" * 30
+        + b"}",  # beyond BIGINT
+        b'{"v":1,"event_id":"' + b"x" * 300 + b'","user_id":"u","item_id":"i","type":"view",'
+        b'"ts":1}',  # an id longer than the log's column
+        b'{"v":1,"event_id":"e","user_id":"\\ud800","item_id":"i","type":"view","ts":1}',
+        # (above: a lone surrogate, escaped in the JSON)
+        b'{"v":1,"event_id":"e","user_id":"u/events","item_id":"i","type":"view","ts":1}',
+    ],
+)
+def test_hostile_messages_are_dead_lettered_and_the_worker_goes_on(raw: bytes) -> None:
+    log, store = MemoryLog(), MemoryStore()
+    log.append(b"u", raw)
+    MemoryBus(log).publish(_events(2))
+    worker = _worker(log, store)
+    _drain(worker)
+    assert store.count_events() == 2 and len(log.dead) == 1
+    assert log.dead[0][0].value == raw
+
+
+def test_a_dead_letter_that_fails_is_retried_before_the_batch_is_committed() -> None:
+    log, store = MemoryLog(), MemoryStore()
+    log.append(b"u", b"junk")
+    calls = {"n": 0}
+
+    class Source(MemorySource):
+        def dead_letter(self, message: object, reason: str) -> None:
+            calls["n"] += 1
+            if calls["n"] < 3:
+                raise RuntimeError("dead-letter topic unavailable")
+            super().dead_letter(message, reason)  # type: ignore[arg-type]
+
+    worker = EventWorker(Source(log), store, retry_wait_s=0.0)
+    _drain(worker)
+    assert calls["n"] == 3 and len(log.dead) == 1
+    assert sum(log.committed["smartrec-workers"].values()) == 1
 
 
 def test_a_failing_database_is_retried_and_nothing_is_committed_meanwhile() -> None:

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_S = 0.25
 #: Between reconnection attempts of the listener.
 RECONNECT_S = 0.5
+#: After a failed PUBLISH, publishing pauses this long: a Redis that drops packets would
+#: otherwise add its timeouts to every write of events.
+PAUSE_S = 1.0
 
 
 class RedisChangeFeed:
@@ -50,6 +53,7 @@ class RedisChangeFeed:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_warning = 0.0
+        self._paused_until = 0.0
         self.connected = threading.Event()  # the listener is subscribed (tests wait on it)
 
     def _warn(self, what: str, exc: Exception) -> None:
@@ -60,11 +64,12 @@ class RedisChangeFeed:
 
     def publish(self, user_ids: Iterable[str]) -> None:
         users = sorted(set(user_ids))
-        if not users:
+        if not users or time.monotonic() < self._paused_until:
             return
         try:
             self._client.publish(self.channel, "\n".join(users))
         except Exception as exc:  # redis.RedisError, OSError: never fail the caller
+            self._paused_until = time.monotonic() + PAUSE_S
             self._warn("could not publish", exc)
 
     def listen(self, on_users: OnUsers) -> None:
@@ -79,7 +84,10 @@ class RedisChangeFeed:
 
         # Its own client: a subscriber blocks on reads, with no read timeout.
         client = redis.Redis.from_url(
-            self.url, socket_connect_timeout=PUBLISH_TIMEOUT_S, health_check_interval=10
+            self.url,
+            socket_connect_timeout=PUBLISH_TIMEOUT_S,
+            socket_keepalive=True,  # a half-open connection after a failover is noticed
+            health_check_interval=10,
         )
         while not self._stop.is_set():
             pubsub = client.pubsub(ignore_subscribe_messages=True)

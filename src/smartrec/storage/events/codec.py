@@ -11,10 +11,17 @@ import math
 from typing import Any
 
 from smartrec.domain.records import EventRecord
+from smartrec.schemas import ITEM_SUFFIXES, USER_SUFFIXES
 
 #: Bump when the message shape changes incompatibly; the worker refuses versions it does not know.
 VERSION = 1
 _KEYS = ("event_id", "user_id", "item_id", "type", "value", "ts")
+#: The limits ``POST /v1/events`` applies (``smartrec.schemas.EventIn``): a message another
+#: producer wrote past them would be refused by the event log, so it is refused here.
+MAX_ID = 256
+MAX_TYPE = 64
+#: Epoch milliseconds the event log's BIGINT holds with room to spare.
+MAX_TS = 2**62
 
 
 class MalformedEvent(ValueError):
@@ -41,10 +48,20 @@ def key(event: EventRecord) -> bytes:
     return event.user_id.encode()
 
 
-def _text(obj: dict[str, Any], name: str) -> str:
+def _text(
+    obj: dict[str, Any], name: str, limit: int = MAX_ID, suffixes: tuple[str, ...] = ()
+) -> str:
     value = obj.get(name)
-    if not isinstance(value, str) or not value or "\x00" in value:
-        raise MalformedEvent(f"{name} must be a non-empty string without NUL, got {value!r}")
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise MalformedEvent(f"{name} must be a non-empty string without NUL, got {value!r:.80}")
+    if len(value) > limit:
+        raise MalformedEvent(f"{name} is {len(value)} characters long (at most {limit})")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise MalformedEvent(f"{name} is not valid Unicode (a lone surrogate)") from None
+    if suffixes and value.endswith(suffixes):
+        raise MalformedEvent(f"{name} may not end in {' or '.join(suffixes)}")
     return value
 
 
@@ -54,8 +71,8 @@ def decode(raw: bytes | None) -> EventRecord:
         raise MalformedEvent("empty message (no value)")
     try:
         obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedEvent(f"not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError: both
+        raise MalformedEvent(f"not JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise MalformedEvent(f"not a JSON object but {type(obj).__name__}")
     if obj.get("v") != VERSION:
@@ -64,18 +81,22 @@ def decode(raw: bytes | None) -> EventRecord:
     if unknown:
         raise MalformedEvent(f"unknown fields: {', '.join(unknown)}")
     value = obj.get("value")
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
-    ):
-        raise MalformedEvent(f"value must be a finite number or null, got {value!r}")
+    if value is not None:
+        try:
+            number = float(value) if isinstance(value, int | float) else math.nan
+        except OverflowError:  # an integer beyond any float
+            number = math.nan
+        if isinstance(value, bool) or not math.isfinite(number):
+            raise MalformedEvent(f"value must be a finite number or null, got {value!r:.80}")
+        value = number
     ts = obj.get("ts")
-    if isinstance(ts, bool) or not isinstance(ts, int):
-        raise MalformedEvent(f"ts must be an integer (epoch milliseconds), got {ts!r}")
+    if isinstance(ts, bool) or not isinstance(ts, int) or not -MAX_TS < ts < MAX_TS:
+        raise MalformedEvent(f"ts must be an integer (epoch milliseconds), got {ts!r:.80}")
     return EventRecord(
         _text(obj, "event_id"),
-        _text(obj, "user_id"),
-        _text(obj, "item_id"),
-        _text(obj, "type"),
-        None if value is None else float(value),
+        _text(obj, "user_id", suffixes=USER_SUFFIXES),
+        _text(obj, "item_id", suffixes=ITEM_SUFFIXES),
+        _text(obj, "type", limit=MAX_TYPE),
+        value,
         ts,
     )

@@ -200,10 +200,13 @@ class KafkaBus:
         timeout_s: float = 5.0,
         retry_after_s: int = 5,
         known: Callable[[Sequence[str]], set[str]] | None = None,
+        max_waiting: int = 16,
     ) -> None:
         from confluent_kafka import Producer
 
         self.config = config
+        self.max_waiting = max_waiting
+        self._slots = threading.BoundedSemaphore(max_waiting)
         self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
         self.known = known
@@ -271,6 +274,24 @@ class KafkaBus:
                 f"Kafka at {self.config.bootstrap} is down (no broker answers)",
                 self.retry_after_s,
             )
+        if not unique:
+            return 0, duplicates
+        # Requests waiting on a slow broker hold server threads: beyond this many at once, a
+        # batch is refused at once instead, so that reads keep their threads.
+        if not self._slots.acquire(blocking=False):
+            raise BusUnavailable(
+                f"{self.max_waiting} batches are already waiting for Kafka at "
+                f"{self.config.bootstrap}",
+                self.retry_after_s,
+            )
+        try:
+            return self._send(unique), duplicates
+        finally:
+            self._slots.release()
+
+    def _send(self, unique: list[EventRecord]) -> int:
+        from confluent_kafka import KafkaError, KafkaException
+
         if self._broken.is_set():
             self._renew()
         pending = _Pending(len(unique), self._broken)
@@ -285,6 +306,11 @@ class KafkaBus:
                 "the Kafka producer's queue is full (the broker is slow or down)",
                 self.retry_after_s,
             ) from None
+        except KafkaException as exc:  # fenced or fatal producer, unknown topic, ...
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and (err.fatal() or err.name() == "PRODUCER_FENCED"):
+                self._broken.set()
+            raise BusUnavailable(f"Kafka refused the batch: {exc}", self.retry_after_s) from None
         if not pending.done.wait(self.timeout_s):
             raise BusUnavailable(
                 f"Kafka at {self.config.bootstrap} did not confirm {pending.left} of "
@@ -296,7 +322,7 @@ class KafkaBus:
                 f"Kafka refused {len(pending.errors)} of {len(unique)} events: {pending.errors[0]}",
                 self.retry_after_s,
             )
-        return len(unique), duplicates
+        return len(unique)
 
     def _renew(self) -> None:
         from confluent_kafka import Producer
@@ -388,11 +414,22 @@ class KafkaSource:
             if not assigned:
                 return 0
             total = 0
-            for tp in self._consumer.position(assigned):
-                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            positions = self._consumer.position(assigned)
+            # Before a partition's first message is read its position is unknown: the group's
+            # committed offset (or the log's start) is where reading will begin.
+            unknown = [tp for tp in positions if tp.offset < 0]
+            committed = (
+                {tp.partition: tp.offset for tp in self._consumer.committed(unknown, timeout=2)}
+                if unknown
+                else {}
+            )
+            for tp in positions:
+                low, high = self._consumer.get_watermark_offsets(tp, cached=True)
                 if high is None or high < 0:
-                    return None
-                pos = tp.offset if tp.offset >= 0 else 0
+                    low, high = self._consumer.get_watermark_offsets(tp, timeout=2)
+                pos = tp.offset if tp.offset >= 0 else committed.get(tp.partition, -1)
+                if pos < 0:
+                    pos = low
                 total += max(0, high - pos)
             return total
         except KafkaException:
