@@ -31,16 +31,19 @@ def clustered(n_items: int, n_queries: int, dim: int, seed: int) -> tuple[np.nda
     return draw(n_items, 0.5), draw(n_queries, 0.3)
 
 
-_AS_F64: dict[int, np.ndarray] = {}  # float64 copies of the (module-lived) item arrays
+#: float64 copies of the (module-lived) item arrays, with the array itself: an id is reused
+#: once its array is freed (another module fixture's, of another width, in random order).
+_AS_F64: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def brute(
     items: np.ndarray, q: np.ndarray, k: int, eligible: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """numpy exact top k (ids, scores) of one query, optionally among eligible ids."""
-    if id(items) not in _AS_F64:
-        _AS_F64[id(items)] = items.astype(np.float64)
-    scores = _AS_F64[id(items)] @ q.astype(np.float64)
+    held = _AS_F64.get(id(items))
+    if held is None or held[0] is not items:
+        held = _AS_F64[id(items)] = (items, items.astype(np.float64))
+    scores = held[1] @ q.astype(np.float64)
     ids = np.arange(len(items)) if eligible is None else np.asarray(eligible)
     best = ids[np.argsort(-scores[ids], kind="stable")[:k]]
     return best, scores[best]
