@@ -38,6 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
+from tests.e2e.commands import wait_until
 from tests.kafka import Tansu
 from tests.redisproc import RedisServer
 from tests.serverproc import smartrec_serve
@@ -49,17 +50,6 @@ from stream import ADMIN_URL, Database
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def _top(client: httpx.Client, user: str) -> list[str]:
@@ -125,7 +115,7 @@ def measure(setup: str, tmp: Path, pg_admin: str, rounds: int) -> dict[str, Any]
         a.post("/v1/items", json={"items": world.items}).raise_for_status()
         a.post("/v1/events", json={"events": world.events}).raise_for_status()
         heavy = world.heaviest_user()
-        _wait(
+        wait_until(
             lambda: (
                 (r := a.get(f"/v1/users/{heavy}")).status_code == 200
                 and r.json()["events"] == len(world.events_of(heavy))
@@ -134,7 +124,7 @@ def measure(setup: str, tmp: Path, pg_admin: str, rounds: int) -> dict[str, Any]
             "the events in the database",
         )
         job_id = a.post("/v1/training-jobs", json={}).json()["job_id"]
-        job = _wait(
+        job = wait_until(
             lambda: (
                 (j := a.get(f"/v1/training-jobs/{job_id}").json())["status"]
                 in ("succeeded", "failed")

@@ -4,15 +4,12 @@ on a free loopback port, with its log in the test's directory."""
 from __future__ import annotations
 
 import importlib.util
-import socket
-import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.serverproc import free_port
+from tests.serverproc import LoopbackProcess
 
 #: Consumer settings that make a group form in ~3 s on tansu (its join waits on the session
 #: timeout; librdkafka's 45 s default would cost ~23 s per join).
@@ -26,13 +23,10 @@ def tansu_binary() -> Path:
     return Path(spec.origin).parent / "bin" / "tansu"
 
 
-class Tansu:
+class Tansu(LoopbackProcess):
     """``start()`` / ``stop()`` on one port (in-memory storage: a restart starts empty)."""
 
-    def __init__(self, log_dir: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.log = log_dir / f"tansu-{self.port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
+    name = "tansu"
 
     @property
     def bootstrap(self) -> str:
@@ -46,41 +40,19 @@ class Tansu:
             query += f"&{k}={v}"
         return f"kafka://{self.bootstrap}?{query}"
 
-    def start(self) -> Tansu:
+    def command(self) -> list[str]:
         listen = f"tcp://127.0.0.1:{self.port}"
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [
-                    str(tansu_binary()),
-                    "broker",
-                    "--listener-url",
-                    listen,
-                    "--advertised-listener-url",
-                    listen,
-                    "--storage-engine",
-                    "memory://tansu/",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 20
-        while True:
-            if self.process.poll() is not None:
-                pytest.fail(f"tansu exited: {self.log.read_text()[-2000:]}")
-            with socket.socket() as s:
-                s.settimeout(0.2)
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            if time.monotonic() > deadline:
-                pytest.fail("tansu did not open its port in 20 s")
-            time.sleep(0.05)
+        return [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            listen,
+            "--advertised-listener-url",
+            listen,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self.process = None
+    def start(self) -> Tansu:
+        self.launch()
+        return self

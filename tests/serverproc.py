@@ -18,6 +18,52 @@ import pytest
 START_TIMEOUT_S = 90.0
 
 
+def wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path, what: str) -> None:
+    """Until ``process`` listens on loopback ``port``; fails (with its log) if it exits first
+    or takes over 20 s."""
+    deadline = time.monotonic() + 20
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{what} exited: {log.read_text()[-2000:]}")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not open port {port} in 20 s: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
+
+
+class LoopbackProcess:
+    """A server binary on a free loopback port that tests stop and start again (same port),
+    its output appended to ``<log_dir>/<name>-<port>.log``."""
+
+    name = "server"
+
+    def __init__(self, log_dir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.log = log_dir / f"{self.name}-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def launch(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT)
+        wait_for_port(self.process, self.port, self.log, self.name)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.process = None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
