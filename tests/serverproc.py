@@ -3,6 +3,7 @@ what a user runs (the client, the OpenAPI fuzzing)."""
 
 from __future__ import annotations
 
+import abc
 import os
 import socket
 import subprocess
@@ -34,7 +35,7 @@ def wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path, what: 
         time.sleep(0.05)
 
 
-class LoopbackProcess:
+class LoopbackProcess(abc.ABC):
     """A server binary on a free loopback port that tests stop and start again (same port),
     its output appended to ``<log_dir>/<name>-<port>.log``."""
 
@@ -45,8 +46,9 @@ class LoopbackProcess:
         self.log = log_dir / f"{self.name}-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
+    @abc.abstractmethod
     def command(self) -> list[str]:
-        raise NotImplementedError
+        """The server's command line, listening on ``self.port``."""
 
     def launch(self) -> None:
         with self.log.open("ab") as out:

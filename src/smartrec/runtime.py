@@ -217,10 +217,10 @@ class WorkerProcess:
 def build_worker(settings: Settings, metrics: WorkerMetrics | None = None) -> WorkerProcess:
     """``smartrec worker``'s wiring: the store (migrated, as the API would), the bus's consumer
     side (topics created when missing) and the retraining schedule."""
-    from smartrec.storage.events import open_event_source
+    from smartrec.storage.events import open_event_source, queued
 
     settings.ensure_home()
-    drains = not settings.events_url.startswith("database://")
+    drains = queued(settings.events_url)
     if not drains and settings.retrain_interval_s <= 0:
         open_event_source(settings.events_url)  # raises: says why there is nothing to do
     store = open_store(settings.resolved_database_url)

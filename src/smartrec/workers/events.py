@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from smartrec.domain.records import EventRecord
 from smartrec.storage.events import Delivery, EventSource, Message
@@ -27,6 +27,13 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
+
+
+class EventLog(EventStore, Protocol):
+    """What the worker writes to: the event log, and whether its database answers (a failed
+    write with the database answering is the data's fault, not an outage)."""
+
+    def ping(self) -> bool: ...
 
 
 @dataclass
@@ -67,7 +74,7 @@ class EventWorker:
     def __init__(
         self,
         source: EventSource,
-        events: EventStore,
+        events: EventLog,
         batch_size: int = 5000,
         poll_timeout_s: float = 0.05,
         known_type: Callable[[str], bool] | None = None,
@@ -181,11 +188,8 @@ class EventWorker:
         return []
 
     def _database_answers(self) -> bool:
-        ping = getattr(self.events, "ping", None)
-        if ping is None:
-            return False
         try:
-            return bool(ping())
+            return bool(self.events.ping())
         except Exception:
             return False
 

@@ -122,3 +122,11 @@ def test_a_producer_error_is_a_503_and_a_fatal_one_renews_the_producer() -> None
     finally:
         bus._stop.set()
         del original
+
+
+def test_only_a_queue_is_drained_by_workers() -> None:
+    from smartrec.storage.events import queued
+
+    assert queued("kafka://b:9092?topic=t") and not queued("database://")
+    with pytest.raises(ConfigError):
+        queued("sqs://q")

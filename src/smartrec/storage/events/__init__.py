@@ -11,7 +11,7 @@ from smartrec.storage.events.base import (
     EventSource,
     Message,
 )
-from smartrec.storage.events.factory import open_event_bus, open_event_source
+from smartrec.storage.events.factory import open_event_bus, open_event_source, queued
 
 __all__ = [
     "BusUnavailable",
@@ -21,4 +21,5 @@ __all__ = [
     "Message",
     "open_event_bus",
     "open_event_source",
+    "queued",
 ]

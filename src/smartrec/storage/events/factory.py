@@ -19,6 +19,11 @@ def _scheme(url: str) -> str:
     return scheme
 
 
+def queued(url: str) -> bool:
+    """Whether the URL names a queue that workers drain (else the API writes the log)."""
+    return _scheme(url) != "database"
+
+
 def _need_kafka() -> None:
     try:
         import confluent_kafka  # noqa: F401
