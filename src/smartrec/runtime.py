@@ -19,7 +19,7 @@ from smartrec.keys import ApiKeys
 from smartrec.registry import ModelRegistry
 from smartrec.serving import RecommendationService
 from smartrec.storage import RecordStore, Store, key_store, open_store, record_store
-from smartrec.storage.cache import ChangeFeed, open_change_feed
+from smartrec.storage.cache import ChangeFeed, FeedStore, open_change_feed, open_feed_store
 from smartrec.storage.events import EventBus, open_event_bus
 from smartrec.storage.jobs import STALE_REASON
 from smartrec.training import JobRunner, Trainer, TrainResult
@@ -41,6 +41,7 @@ class Runtime:
     records: RecordStore
     bus: EventBus
     changes: ChangeFeed
+    shared_feeds: FeedStore | None
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -61,7 +62,8 @@ class Runtime:
             settings.max_future_skew_s,
             bus=bus,
         )
-        service = RecommendationService(settings, store, registry)
+        shared_feeds = feed_store(settings)
+        service = RecommendationService(settings, store, registry, shared_feeds)
         trainer = Trainer(settings, store, registry)
 
         def after_training(result: TrainResult) -> None:
@@ -84,6 +86,7 @@ class Runtime:
             record_store(store),
             bus,
             change_feed(settings),
+            shared_feeds,
         )
 
     def start(self) -> None:
@@ -111,11 +114,11 @@ class Runtime:
         self.service.start()
 
     def events_stored(self, user_ids: Iterable[str]) -> None:
-        """This process stored events of these users: its own feeds go at once, and every
-        other serving process is told through the change feed."""
+        """This process stored events of these users: its own feeds go at once, the shared
+        ones next, and then every other serving process is told through the change feed."""
         users = set(user_ids)
         self.service.events_arrived(users)
-        self.changes.publish(users)
+        announce(users, self.shared_feeds, self.changes)
 
     def check_auth(self) -> None:
         """Refuse to serve with keys required and none to use; warn when auth is off on an
@@ -134,6 +137,8 @@ class Runtime:
         self.jobs.shutdown(wait=False)
         self.bus.close()
         self.changes.close()
+        if self.shared_feeds is not None:
+            self.shared_feeds.close()
         self.store.close()
 
 
@@ -229,9 +234,10 @@ def build_worker(settings: Settings, metrics: WorkerMetrics | None = None) -> Wo
     events = None
     if drains:
         changes = change_feed(settings)
+        shared_feeds = feed_store(settings)
 
         def stored(batch: list[EventRecord]) -> None:
-            changes.publish(e.user_id for e in batch)
+            announce({e.user_id for e in batch}, shared_feeds, changes)
 
         events = EventWorker(
             open_event_source(settings.events_url),
@@ -254,3 +260,18 @@ def build_worker(settings: Settings, metrics: WorkerMetrics | None = None) -> Wo
 def change_feed(settings: Settings) -> ChangeFeed:
     """The change feed of this deployment (one channel per model name on a shared Redis)."""
     return open_change_feed(settings.cache_url, prefix=f"smartrec:{settings.model_name}:")
+
+
+def feed_store(settings: Settings) -> FeedStore | None:
+    """The feeds every replica shares (None with ``memory://``), keyed per model name."""
+    return open_feed_store(
+        settings.cache_url, f"smartrec:{settings.model_name}:", settings.feed_max_age_s
+    )
+
+
+def announce(users: set[str], shared_feeds: FeedStore | None, changes: ChangeFeed) -> None:
+    """Events of ``users`` are stored: their shared feeds are dropped first, then every serving
+    process is told (a replica that rebuilds on the notice must not find the old feed)."""
+    if shared_feeds is not None:
+        shared_feeds.invalidate(users)
+    changes.publish(users)

@@ -41,7 +41,15 @@ def test_readyz_empty_database_without_model_is_503(client: TestClient) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ready" and body["model_version"] is None
-    assert body["feeds"] == {"enabled": True, "cached": 0, "hits": 0, "misses": 0, "build": {}}
+    assert body["feeds"] == {
+        "enabled": True,
+        "cached": 0,
+        "shared": False,
+        "shared_hits": 0,
+        "hits": 0,
+        "misses": 0,
+        "build": {},
+    }
 
 
 def test_readyz_with_a_model(trained: Trained) -> None:

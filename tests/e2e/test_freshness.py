@@ -73,6 +73,12 @@ def _click(client: httpx.Client, user: str, item: str) -> None:
     assert r.status_code == 202, r.text
 
 
+def _built(client: httpx.Client) -> dict[str, Any] | None:
+    """The replica's feed status once its build after the model's install is done."""
+    feeds: dict[str, Any] = client.get("/readyz").json()["feeds"]
+    return feeds if feeds["build"].get("done") else None
+
+
 def _changed(client: httpx.Client, user: str, item: str, timeout_s: float) -> float | None:
     """Seconds until ``item`` leaves the user's answer, or None if it stays ``timeout_s``."""
     started = time.perf_counter()
@@ -100,6 +106,7 @@ def test_an_event_posted_to_one_replica_changes_the_others_answer_through_redis(
         # A weak single model, so that the multi-stage pipeline (served from feeds) wins.
         "SMARTREC_MODELS": json.dumps({"itemknn": {"k": 5}}),
         "SMARTREC_HOME": str(tmp_path / "worker"),
+        "SMARTREC_FEED_PRECOMPUTE_USERS": "10000",  # A builds ahead; B takes them from Redis
     }
     worker = _worker(env, tmp_path / "worker.log")
     try:
@@ -126,12 +133,18 @@ def test_an_event_posted_to_one_replica_changes_the_others_answer_through_redis(
 
             job = wait_until(finished, JOB_TIMEOUT_S, "training")
             assert job["status"] == "succeeded" and job["result"]["algorithm"] == "pipeline", job
+            built_on_a = wait_until(lambda: _built(a), 60, "A building the active users' feeds")
+            assert built_on_a["build"]["built"] > 0 and built_on_a["shared"]
 
             with (
                 smartrec_serve(tmp_path / "b", **env) as url_b,
                 httpx.Client(base_url=url_b, timeout=30) as b,
             ):
-                users = sorted(world.seen)[:12]
+                # B starts warm: the feeds A built are in Redis, and B ranks none of them again.
+                on_b = wait_until(lambda: _built(b), 60, "B taking the feeds from Redis")
+                assert on_b["build"]["shared"] == built_on_a["build"]["built"], on_b
+                assert on_b["build"]["built"] == 0 and on_b["shared_hits"] > 0, on_b
+                users = sorted(world.seen)[:13]
                 took: list[float] = []
                 for user in users[:8]:
                     item = _top(b, user)[0]  # B builds and keeps the user's feed
@@ -158,6 +171,16 @@ def test_an_event_posted_to_one_replica_changes_the_others_answer_through_redis(
                     item = _top(b, user)[0]
                     _click(a, user, item)
                     assert _changed(b, user, item, timeout_s=20) is not None
+                # Shared again (Redis came back empty): a click drops the user's feed on both
+                # replicas; A ranks the new one and B serves it from Redis.
+                user = users[12]
+                before = b.get("/readyz").json()["feeds"]["shared_hits"]
+                item = _top(a, user)[0]
+                _click(a, user, item)
+                assert _changed(a, user, item, timeout_s=20) is not None
+                assert _changed(b, user, item, timeout_s=20) is not None
+                assert _top(b, user) == _top(a, user)
+                assert b.get("/readyz").json()["feeds"]["shared_hits"] == before + 1
 
                 # An anonymous visitor (a session id no model has seen) acting on A: B's next
                 # answers follow those clicks (the neighbours of the clicked items, which are

@@ -95,7 +95,8 @@ class Metrics:
         # Several workers: the sum over the live workers.
         self.feeds = Gauge(
             "smartrec_feeds",
-            "Per-user feeds in this process: cached now; hits and misses since start",
+            "Per-user feeds in this process: cached now; hits, misses and feeds taken from the "
+            "shared store since start",
             ["what"],
             registry=self.registry,
             multiprocess_mode="livesum",
@@ -130,7 +131,7 @@ class Metrics:
         self._shown |= current
 
     def show_feeds(self, status: Mapping[str, object]) -> None:
-        for what in ("cached", "hits", "misses"):
+        for what in ("cached", "hits", "misses", "shared_hits"):
             value = status.get(what, 0)
             self.feeds.labels(what).set(float(value) if isinstance(value, int | float) else 0.0)
 

@@ -21,7 +21,9 @@ from smartrec.pipeline.core import Candidates, UserQuery
 from smartrec.serving.erasures import COMMIT_MARGIN_MS, Erasures
 from smartrec.serving.feeds import FeedCache
 from smartrec.serving.ranker import HISTORY_LIMIT, UserRanker, ranked
+from smartrec.serving.shared_feeds import Generation, SharedFeeds
 from smartrec.serving.state import ServingState
+from smartrec.storage.cache import FeedStore
 from smartrec.storage.ports import EventStore
 
 log = logging.getLogger(__name__)
@@ -34,14 +36,19 @@ FEED_MIN_ITEMS = 10
 
 class FeedKeeper:
     def __init__(
-        self, settings: Settings, store: EventStore, ranker: UserRanker, erasures: Erasures
+        self,
+        settings: Settings,
+        store: EventStore,
+        ranker: UserRanker,
+        erasures: Erasures,
+        shared: FeedStore | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.ranker = ranker
         self.erasures = erasures
         self.enabled = settings.feeds_enabled
-        self.cache = FeedCache(settings.feed_entries, settings.feed_max_age_s)
+        self.cache = SharedFeeds(FeedCache(settings.feed_entries, settings.feed_max_age_s), shared)
         self.hits = 0
         self.misses = 0
         self.event_mark: int | None = None  # newest events.received_at polled
@@ -87,6 +94,8 @@ class FeedKeeper:
         return {
             "enabled": self.enabled,
             "cached": len(self.cache),
+            "shared": self.cache.store is not None,
+            "shared_hits": self.cache.shared_hits,
             "hits": self.hits,
             "misses": self.misses,
             "build": dict(self.build_status),
@@ -149,11 +158,14 @@ class FeedKeeper:
             if not wanted(state):
                 status["stopped"] = True
                 break
-            batch: list[tuple[str, int, int, UserQuery, np.ndarray, Candidates]] = []
+            batch: list[tuple[str, Generation, int, UserQuery, np.ndarray, Candidates]] = []
             for user_id in users[start : start + FEED_BATCH]:
                 if user_id in self.cache:
                     continue  # a request built it meanwhile
-                generation = self.cache.generation(user_id)
+                kept, generation = self.cache.lookup(user_id, state)
+                if kept is not None:
+                    status["shared"] = status.get("shared", 0) + 1
+                    continue  # another replica built it: served from the shared store
                 built_ms = now_ms()
                 history = self.store.user_history(user_id, HISTORY_LIMIT)
                 query, allowed = self.ranker.query(state, user_id, history, True, None)
@@ -165,11 +177,15 @@ class FeedKeeper:
             ):
                 ranking = ranked(state, cands, scores, query, allowed, FEED_MIN_ITEMS)
                 feed = self.ranker.feed(state, ranking, built_ms)
-                status["built"] += self.cache.put(user_id, feed, generation)
+                status["built"] += self.cache.put(user_id, feed, generation, state)
             status["seconds"] = round(time.perf_counter() - started, 2)
         status["done"] = True
         status["seconds"] = round(time.perf_counter() - started, 2)
         log.info(
-            "feeds: %d of %d users built in %.1fs", status["built"], len(users), status["seconds"]
+            "feeds: %d of %d users built, %d taken from the shared store, in %.1fs",
+            status["built"],
+            len(users),
+            status.get("shared", 0),
+            status["seconds"],
         )
         return int(status["built"])

@@ -26,7 +26,7 @@ from smartrec.serving.cache import TtlCache
 from smartrec.serving.classic import ClassicAnswers
 from smartrec.serving.erasures import COMMIT_MARGIN_MS, Erasures
 from smartrec.serving.feed_keeper import FeedKeeper
-from smartrec.serving.feeds import Ranked
+from smartrec.serving.feeds import Feed, Ranked
 from smartrec.serving.holder import ModelHolder, freeze_heap
 from smartrec.serving.popularity import Popularity
 from smartrec.serving.ranker import HISTORY_LIMIT, History, UserRanker
@@ -40,15 +40,23 @@ from smartrec.serving.requests import (
 )
 from smartrec.serving.results import Recommendation, Results
 from smartrec.serving.rules_stage import RulesStage
+from smartrec.serving.shared_feeds import Generation
 from smartrec.serving.similar import SimilarItems
 from smartrec.serving.state import ServingState
+from smartrec.storage.cache import FeedStore
 from smartrec.storage.ports import Store
 
 __all__ = ["COMMIT_MARGIN_MS", "HISTORY_LIMIT", "Recommendation", "RecommendationService"]
 
 
 class RecommendationService:
-    def __init__(self, settings: Settings, store: Store, registry: ModelRegistry) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        registry: ModelRegistry,
+        shared_feeds: FeedStore | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
@@ -59,7 +67,7 @@ class RecommendationService:
         self.popularity = Popularity(store, settings.weights, settings.popular_cache_ttl_s)
         self.ranker = UserRanker(store, self.erasures, settings.feed_items)
         self.rules = RulesStage(store, self.reasons)
-        self.feeds = FeedKeeper(settings, store, self.ranker, self.erasures)
+        self.feeds = FeedKeeper(settings, store, self.ranker, self.erasures, shared_feeds)
         self.classic = ClassicAnswers(store, self.popularity, self.erasures)
         self.similar_items = SimilarItems(store, self.popularity)
         self.holder = ModelHolder(
@@ -140,6 +148,8 @@ class RecommendationService:
         and stop using the served model's learned vector of the user. Other processes learn of
         it at their next event poll, or when they start."""
         self.erasures.record(user_id)
+        if self._feeds.store is not None:
+            self._feeds.store.invalidate([user_id])
         self._feeds.invalidate(user_id)
         self._user_cache.clear()
 
@@ -163,15 +173,17 @@ class RecommendationService:
         user_id = request.user_id
         if self.erasures.at:
             self.feeds.drop_erased(user_id)
-        pipelined = state is not None and state.pipeline is not None
-        if pipelined and request.exclude_seen:
-            assert state is not None
-            served = self._from_feed(state, request, shown, item_filter)
+        generation = None
+        if state is not None and state.pipeline is not None and request.exclude_seen:
+            feed = None
+            if self.feeds.enabled:
+                feed, generation = self._feeds.lookup(user_id, state)
+            served = self._serve_feed(state, feed, request, shown, item_filter)
             if served is not None:
                 return served
         # Read before the history: an event stored while this request runs cancels the feed
         # it would store (the generation moved), and the poll judges it by this time.
-        read_from = (self._feeds.generation(user_id), now_ms())
+        read_from = (generation or self._feeds.generation(user_id), now_ms())
         history = self.store.user_history(user_id, HISTORY_LIMIT)
         if state is None or state.pipeline is None:
             return self.classic.recommend(state, request, history, shown, item_filter)
@@ -199,19 +211,18 @@ class RecommendationService:
         shown, item_filter = request.page_state(), request.item_filter()
         if self.erasures.at:
             self.feeds.drop_erased(request.user_id)
-        return self._from_feed(state, request, shown, item_filter, read_rows=False)
+        feed = self._feeds.cached(request.user_id, state.version)  # no I/O on the event loop
+        return self._serve_feed(state, feed, request, shown, item_filter, read_rows=False)
 
-    def _from_feed(
+    def _serve_feed(
         self,
         state: ServingState,
+        feed: Feed | None,
         request: RecommendRequest,
         shown: PageState,
         item_filter: ItemFilter | None,
         read_rows: bool = True,
     ) -> Results | None:
-        if not self.feeds.enabled:
-            return None
-        feed = self._feeds.get(request.user_id, state.version)
         if feed is None:
             return None
         results = self.rules.apply(
@@ -228,13 +239,13 @@ class RecommendationService:
         history: History,
         shown: PageState,
         item_filter: ItemFilter | None,
-        read_from: tuple[int, int],
+        read_from: tuple[Generation, int],
     ) -> Results:
         """Retrieve -> rank -> rules. ``read_from``: the feed generation and the time, read
         before ``history``."""
         user_id, n, exclude_seen = request.user_id, request.n, request.exclude_seen
         self.feeds.misses += exclude_seen
-        fresh = self._feeds.get(user_id, state.version) is not None  # it could not answer
+        fresh = self._feeds.cached(user_id, state.version) is not None  # it could not answer
         category = request.category
         feedable = exclude_seen and category is None and not shown.shown
         if self.feeds.enabled and feedable and not fresh:
@@ -244,7 +255,7 @@ class RecommendationService:
             generation, built_ms = read_from
             ranked = self._rank_user(state, user_id, history, n, True, None, shown, False)
             feed = self.ranker.feed(state, ranked, built_ms, with_sources=False)
-            self._feeds.put(user_id, feed, generation)
+            self._feeds.put(user_id, feed, generation, state)
             results = self.rules.apply(state, ranked, request, shown, item_filter, from_feed=True)
             if results is not None:
                 return results

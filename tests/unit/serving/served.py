@@ -21,6 +21,7 @@ from smartrec.pipeline.spec import PipelineSpec, load_spec, parse_spec
 from smartrec.registry import ModelBundle, ModelRegistry
 from smartrec.serving.service import RecommendationService
 from smartrec.serving.state import ServingState
+from smartrec.storage.cache import FeedStore
 from smartrec.storage.memory import MemoryStore
 from tests.worlds import World, small_world
 
@@ -143,13 +144,17 @@ class FakeRegistry:
 
 
 def service(
-    store: MemoryStore, home: Path, registry: FakeRegistry | None = None, **settings: Any
+    store: MemoryStore,
+    home: Path,
+    registry: FakeRegistry | None = None,
+    shared_feeds: FeedStore | None = None,
+    **settings: Any,
 ) -> RecommendationService:
     """A service over ``store`` (no background threads); installs nothing."""
     config = Settings(**{"home": home, **QUIET, **settings})
     reg: Any = registry or FakeRegistry()
     typed: ModelRegistry = reg
-    return RecommendationService(config, store, typed)
+    return RecommendationService(config, store, typed, shared_feeds)
 
 
 def positions(state: ServingState, item_ids: list[str]) -> np.ndarray:

@@ -32,7 +32,7 @@ def test_build_stores_a_feed_per_active_user_and_reports_it(tmp_path: Path) -> N
     assert feeds.build(25, state, always) == 25
     active = store.active_users(25)
     assert all(u in feeds.cache for u in active)
-    feed = feeds.cache.get(active[0], state.version)
+    feed = feeds.cache.cached(active[0], state.version)
     assert feed is not None and len(feed.ranked.items) > 10
     # Each kept item carries its retriever bits, and one column per retriever of the history
     # items behind its reasons (-1: none).

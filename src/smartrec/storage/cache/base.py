@@ -29,3 +29,31 @@ class ChangeFeed(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class FeedStore(Protocol):
+    """Users' feeds shared by every serving process (Redis), as opaque bytes.
+
+    A feed is built from a history read; an event stored meanwhile must win. A writer of events
+    calls :meth:`invalidate`, which moves the user's generation and drops the stored feed; a
+    builder reads the generation (:meth:`fetch`) before its history read and hands it back to
+    :meth:`put`, which stores only if the generation has not moved (atomically, in Redis).
+    Every call is best effort: a store that cannot be reached answers a miss (``None``) and
+    the caller computes the feed itself.
+    """
+
+    def fetch(self, user_id: str) -> tuple[bytes | None, str | None]:
+        """The user's stored feed (or None) and the generation to hand to :meth:`put` (None:
+        the store is unreachable, do not put)."""
+        ...
+
+    def put(self, user_id: str, data: bytes, generation: str) -> bool:
+        """Store unless the user's generation moved since it was read; True when stored."""
+        ...
+
+    def invalidate(self, user_ids: Iterable[str]) -> None:
+        """Events of these users were stored: drop their feeds and cancel builds in flight.
+        Users that could not be invalidated now are retried with the next call."""
+        ...
+
+    def close(self) -> None: ...

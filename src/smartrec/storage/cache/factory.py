@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 from smartrec.errors import ConfigError
-from smartrec.storage.cache.base import ChangeFeed
+from smartrec.storage.cache.base import ChangeFeed, FeedStore
 
 
 def open_change_feed(url: str, prefix: str = "smartrec:") -> ChangeFeed:
     """``memory://`` (default): this process only. ``redis://`` / ``rediss://``: every process
     on that Redis. Nothing connects here."""
+    if _redis(url):
+        from smartrec.storage.cache.redis_feed import RedisChangeFeed
+
+        return RedisChangeFeed(url, prefix)
+    from smartrec.storage.cache.memory import LocalChangeFeed
+
+    return LocalChangeFeed()
+
+
+def open_feed_store(url: str, prefix: str = "smartrec:", ttl_s: float = 900.0) -> FeedStore | None:
+    """The users' feeds every process shares: None for ``memory://`` (each process keeps its
+    own, in its feed cache), Redis for ``redis://`` / ``rediss://``. Nothing connects here."""
+    if _redis(url):
+        from smartrec.storage.cache.redis_feeds import RedisFeedStore
+
+        return RedisFeedStore(url, prefix, ttl_s)
+    return None
+
+
+def _redis(url: str) -> bool:
+    """True for a Redis URL (its client installed), False for ``memory://``; else a clear error."""
     scheme, sep, _ = url.partition("://")
     if url == "memory://":
-        from smartrec.storage.cache.memory import LocalChangeFeed
-
-        return LocalChangeFeed()
+        return False
     if sep and scheme in ("redis", "rediss"):
         try:
             import redis  # noqa: F401
@@ -22,9 +41,7 @@ def open_change_feed(url: str, prefix: str = "smartrec:") -> ChangeFeed:
                 "SMARTREC_CACHE_URL=redis://... needs the Redis client: "
                 "pip install 'smartrec[redis]'"
             ) from None
-        from smartrec.storage.cache.redis_feed import RedisChangeFeed
-
-        return RedisChangeFeed(url, prefix)
+        return True
     raise ConfigError(
         f"unsupported cache URL {url.split('@')[-1]!r}: use memory:// (the default: this "
         "process only) or redis://host:6379/0 (rediss:// for TLS)"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 
 from smartrec.storage.cache.base import OnUsers
 
@@ -31,3 +33,41 @@ class LocalChangeFeed:
 
     def close(self) -> None:
         self._listeners.clear()
+
+
+class MemoryFeedStore:
+    """The :class:`FeedStore` contract in memory: the twin the contract tests hold Redis to,
+    and a store that several services of one process (tests) can share."""
+
+    def __init__(self, ttl_s: float = 900.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._feeds: dict[str, tuple[float, bytes]] = {}
+        self._generations: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def fetch(self, user_id: str) -> tuple[bytes | None, str | None]:
+        with self._lock:
+            generation = str(self._generations.get(user_id, 0))
+            entry = self._feeds.get(user_id)
+            if entry is not None and entry[0] <= self._clock():
+                del self._feeds[user_id]
+                entry = None
+            return (None if entry is None else entry[1]), generation
+
+    def put(self, user_id: str, data: bytes, generation: str) -> bool:
+        with self._lock:
+            if str(self._generations.get(user_id, 0)) != generation:
+                return False
+            self._feeds[user_id] = (self._clock() + self.ttl_s, bytes(data))
+            return True
+
+    def invalidate(self, user_ids: Iterable[str]) -> None:
+        with self._lock:
+            for user_id in set(user_ids):
+                self._generations[user_id] = self._generations.get(user_id, 0) + 1
+                self._feeds.pop(user_id, None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._feeds.clear()

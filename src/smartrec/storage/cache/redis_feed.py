@@ -13,11 +13,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Iterable
 from typing import Any
 
 from smartrec.storage.cache.base import OnUsers
+from smartrec.storage.cache.redis_client import Breaker, connect
 
 log = logging.getLogger(__name__)
 
@@ -25,52 +25,28 @@ log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_S = 0.25
 #: Between reconnection attempts of the listener.
 RECONNECT_S = 0.5
-#: After a failed PUBLISH, publishing pauses this long: a Redis that drops packets would
-#: otherwise add its timeouts to every write of events.
-PAUSE_S = 1.0
 
 
 class RedisChangeFeed:
     shared = True
 
     def __init__(self, url: str, prefix: str = "smartrec:") -> None:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
         self.url = url
         self.channel = f"{prefix}events"
-        self._client: Any = redis.Redis.from_url(
-            url,
-            socket_timeout=PUBLISH_TIMEOUT_S,
-            socket_connect_timeout=PUBLISH_TIMEOUT_S,
-            health_check_interval=30,
-            # A pooled connection that a Redis restart broke is replaced at once, so the first
-            # notice after Redis comes back is not lost.
-            retry=Retry(NoBackoff(), 1),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        )
+        self._client: Any = connect(url, PUBLISH_TIMEOUT_S)
+        self._breaker = Breaker("change feed")
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._last_warning = 0.0
-        self._paused_until = 0.0
         self.connected = threading.Event()  # the listener is subscribed (tests wait on it)
-
-    def _warn(self, what: str, exc: Exception) -> None:
-        now = time.monotonic()
-        if now - self._last_warning > 60:
-            self._last_warning = now
-            log.warning("Redis change feed: %s (%s); the event-log poll covers it", what, exc)
 
     def publish(self, user_ids: Iterable[str]) -> None:
         users = sorted(set(user_ids))
-        if not users or time.monotonic() < self._paused_until:
+        if not users or self._breaker.open:
             return
         try:
             self._client.publish(self.channel, "\n".join(users))
         except Exception as exc:  # redis.RedisError, OSError: never fail the caller
-            self._paused_until = time.monotonic() + PAUSE_S
-            self._warn("could not publish", exc)
+            self._breaker.failed("could not publish; the event-log poll covers it", exc)
 
     def listen(self, on_users: OnUsers) -> None:
         thread = threading.Thread(
@@ -106,7 +82,7 @@ class RedisChangeFeed:
                         log.exception("change feed listener failed")
             except Exception as exc:
                 self.connected.clear()
-                self._warn("listener lost its connection", exc)
+                self._breaker.failed("listener lost its connection; reconnecting", exc)
                 self._stop.wait(RECONNECT_S)
             finally:
                 with contextlib.suppress(Exception):
