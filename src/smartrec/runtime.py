@@ -19,7 +19,14 @@ from smartrec.keys import ApiKeys
 from smartrec.registry import ModelRegistry
 from smartrec.serving import RecommendationService
 from smartrec.storage import RecordStore, Store, key_store, open_store, record_store
-from smartrec.storage.cache import ChangeFeed, FeedStore, open_change_feed, open_feed_store
+from smartrec.storage.cache import (
+    ChangeFeed,
+    FeedStore,
+    SharedCache,
+    open_change_feed,
+    open_feed_store,
+    open_shared_cache,
+)
 from smartrec.storage.events import EventBus, open_event_bus
 from smartrec.storage.jobs import STALE_REASON
 from smartrec.training import JobRunner, Trainer, TrainResult
@@ -42,6 +49,7 @@ class Runtime:
     bus: EventBus
     changes: ChangeFeed
     shared_feeds: FeedStore | None
+    shared_cache: SharedCache | None
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -63,7 +71,8 @@ class Runtime:
             bus=bus,
         )
         shared_feeds = feed_store(settings)
-        service = RecommendationService(settings, store, registry, shared_feeds)
+        shared_cache = open_shared_cache(settings.cache_url, key_prefix(settings))
+        service = RecommendationService(settings, store, registry, shared_feeds, shared_cache)
         trainer = Trainer(settings, store, registry)
 
         def after_training(result: TrainResult) -> None:
@@ -87,6 +96,7 @@ class Runtime:
             bus,
             change_feed(settings),
             shared_feeds,
+            shared_cache,
         )
 
     def start(self) -> None:
@@ -137,8 +147,9 @@ class Runtime:
         self.jobs.shutdown(wait=False)
         self.bus.close()
         self.changes.close()
-        if self.shared_feeds is not None:
-            self.shared_feeds.close()
+        for shared in (self.shared_feeds, self.shared_cache):
+            if shared is not None:
+                shared.close()
         self.store.close()
 
 
@@ -259,14 +270,17 @@ def build_worker(settings: Settings, metrics: WorkerMetrics | None = None) -> Wo
 
 def change_feed(settings: Settings) -> ChangeFeed:
     """The change feed of this deployment (one channel per model name on a shared Redis)."""
-    return open_change_feed(settings.cache_url, prefix=f"smartrec:{settings.model_name}:")
+    return open_change_feed(settings.cache_url, prefix=key_prefix(settings))
 
 
 def feed_store(settings: Settings) -> FeedStore | None:
     """The feeds every replica shares (None with ``memory://``), keyed per model name."""
-    return open_feed_store(
-        settings.cache_url, f"smartrec:{settings.model_name}:", settings.feed_max_age_s
-    )
+    return open_feed_store(settings.cache_url, key_prefix(settings), settings.feed_max_age_s)
+
+
+def key_prefix(settings: Settings) -> str:
+    """Every shared key and channel of this deployment (one model name) starts with this."""
+    return f"smartrec:{settings.model_name}:"
 
 
 def announce(users: set[str], shared_feeds: FeedStore | None, changes: ChangeFeed) -> None:

@@ -3,6 +3,7 @@ and coming back under it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -55,8 +56,10 @@ def test_redis_away_costs_a_miss_never_an_error_and_invalidations_wait_for_it(
     try:
         _, generation = store.fetch("u")
         assert generation is not None and store.put("u", b"old", generation)
+        assert asyncio.run(store.fetch_async("u")) == (b"old", generation)  # the lane's read
         server.stop()
         started = time.monotonic()
+        assert asyncio.run(store.fetch_async("u")) == (None, None)
         assert store.fetch("u") == (None, None)  # a miss, at once
         assert not store.put("u", b"x", "0")
         store.invalidate(["u"])  # an event stored meanwhile: kept to retry

@@ -10,7 +10,8 @@ and hands everything else to the route untouched:
   the plain forms below (``n=10``, ``diversity=0.7``, ``exclude_seen=true``); anything else
   (an unknown or repeated parameter, ``n=010``, ``diversity=.7``, a value out of range,
   ``fields``) goes to FastAPI, which validates it and answers 422 where it must;
-* the service answers from the feed without blocking (``recommend_fast``); when it cannot (no
+* the service answers from the feed without blocking (``recommend_fast``), or from the feed
+  in the shared store (Redis, read asynchronously: ``recommend_shared``); when it cannot (no
   fresh feed, a filter that reads rows) the lane runs ``recommend`` in the thread pool, as the
   route would; on an error (such as a bad page token) the route runs, and answers with its
   problem;
@@ -90,6 +91,8 @@ class FeedLane:
             return None
         try:
             results = runtime.service.recommend_fast(request)
+            if results is None:
+                results = await runtime.service.recommend_shared(request)
         except Exception:
             return None  # the route raises it again, and answers with its problem
         from_feed = results is not None

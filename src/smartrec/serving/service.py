@@ -43,7 +43,7 @@ from smartrec.serving.rules_stage import RulesStage
 from smartrec.serving.shared_feeds import Generation
 from smartrec.serving.similar import SimilarItems
 from smartrec.serving.state import ServingState
-from smartrec.storage.cache import FeedStore
+from smartrec.storage.cache import FeedStore, SharedCache
 from smartrec.storage.ports import Store
 
 __all__ = ["COMMIT_MARGIN_MS", "HISTORY_LIMIT", "Recommendation", "RecommendationService"]
@@ -56,6 +56,7 @@ class RecommendationService:
         store: Store,
         registry: ModelRegistry,
         shared_feeds: FeedStore | None = None,
+        shared_cache: SharedCache | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -64,7 +65,9 @@ class RecommendationService:
         self._running = False  # background work (watcher, feed builds) allowed
         self.erasures = Erasures(store)
         self.reasons = PipelineReasons()
-        self.popularity = Popularity(store, settings.weights, settings.popular_cache_ttl_s)
+        self.popularity = Popularity(
+            store, settings.weights, settings.popular_cache_ttl_s, shared_cache
+        )
         self.ranker = UserRanker(store, self.erasures, settings.feed_items)
         self.rules = RulesStage(store, self.reasons)
         self.feeds = FeedKeeper(settings, store, self.ranker, self.erasures, shared_feeds)
@@ -212,6 +215,19 @@ class RecommendationService:
         if self.erasures.at:
             self.feeds.drop_erased(request.user_id)
         feed = self._feeds.cached(request.user_id, state.version)  # no I/O on the event loop
+        return self._serve_feed(state, feed, request, shown, item_filter, read_rows=False)
+
+    async def recommend_shared(self, request: RecommendRequest) -> Results | None:
+        """The answer from the user's feed in the shared store (Redis), read without blocking
+        the event loop: the API's next try after :meth:`recommend_fast`, before the thread
+        pool. None when there is no shared store or no fresh feed in it."""
+        state = self.holder.state
+        if state is None or state.pipeline is None or not request.exclude_seen:
+            return None
+        if not self.feeds.enabled or self._feeds.store is None:
+            return None
+        shown, item_filter = request.page_state(), request.item_filter()
+        feed = await self._feeds.lookup_async(request.user_id, state)
         return self._serve_feed(state, feed, request, shown, item_filter, read_rows=False)
 
     def _serve_feed(

@@ -59,15 +59,30 @@ class SharedFeeds:
             return feed, Generation(local_generation, None)
         data, shared_generation = self.store.fetch(user_id)
         generation = Generation(local_generation, shared_generation)
+        return self._accept(user_id, state, data, local_generation), generation
+
+    async def lookup_async(self, user_id: str, state: ServingState) -> Feed | None:
+        """:meth:`lookup` on an event loop: the shared store is read without blocking it."""
+        local_generation = self.local.generation(user_id)
+        feed = self.local.get(user_id, state.version)
+        if feed is not None or self.store is None:
+            return feed
+        data, _ = await self.store.fetch_async(user_id)
+        return self._accept(user_id, state, data, local_generation)
+
+    def _accept(
+        self, user_id: str, state: ServingState, data: bytes | None, local_generation: int
+    ) -> Feed | None:
+        """A shared feed that passes this process's checks, kept here from now on."""
         if data is None:
-            return None, generation
+            return None
         feed = feed_codec.decode(data, state)
         if feed is None or now_ms() - feed.built_ms > self.local.max_age_s * 1000:
-            return None, generation
+            return None
         if not self.local.put(user_id, feed, local_generation):
-            return None, generation  # built before an event or erasure this process knows of
+            return None  # built before an event or erasure this process knows of
         self.shared_hits += 1
-        return feed, generation
+        return feed
 
     def get(self, user_id: str, state: ServingState) -> Feed | None:
         return self.lookup(user_id, state)[0]

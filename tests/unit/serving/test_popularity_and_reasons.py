@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any, cast
+from unittest import mock
 
 import numpy as np
 
@@ -11,10 +12,11 @@ from smartrec.domain import EventRecord, EventWeights
 from smartrec.pipeline.retrievers import PipelineParts, Retriever, retriever_class
 from smartrec.pipeline.spec import parse_spec
 from smartrec.serving.erasures import Erasures
-from smartrec.serving.popularity import Popularity
+from smartrec.serving.popularity import Popularity, decode_ranking, encode_ranking
 from smartrec.serving.reasons import found_reasons
 from smartrec.serving.rules_stage import categories_of
 from smartrec.serving.state import ServingState
+from smartrec.storage.cache.memory import MemorySharedCache
 from smartrec.storage.memory import MemoryStore
 
 
@@ -43,6 +45,31 @@ def test_popular_from_the_log_keeps_visible_items_of_the_category() -> None:
     in_x = popularity.popular(None, 10, "x", "1d")
     assert [r.item_id for r in in_x.items] == ["a"]
     assert in_x.items[0].reasons == [{"kind": "popular_in", "category": "x", "window": "1d"}]
+
+
+def test_replicas_share_the_logs_ranking_computed_once() -> None:
+    """Two processes over one shared cache: the aggregate over the event log runs in one of
+    them; the other answers the same from the cache (its catalogue filter is its own)."""
+    store = _store()
+    shared = MemorySharedCache()
+    a = Popularity(store, EventWeights(), ttl_s=60, shared=shared)
+    b = Popularity(store, EventWeights(), ttl_s=60, shared=shared)
+    with mock.patch.object(store, "item_activity", wraps=store.item_activity) as activity:
+        first = a.popular(None, 10, None, "7d")
+        second = b.popular(None, 10, "x", "7d")
+        again = b.popular(None, 10, None, "7d")
+    assert activity.call_count == 1
+    assert [r.item_id for r in first.items] == [r.item_id for r in again.items] == ["a", "b"]
+    assert [r.item_id for r in second.items] == ["a"]
+
+
+def test_a_ranking_survives_its_encoding() -> None:
+    ranking = [("a", 3.5), ("é 用户\n", 1.0), ("", 0.25), ("x" * 300, 1e-9)]
+    assert decode_ranking(encode_ranking(ranking)) == ranking
+    assert decode_ranking(encode_ranking([])) == []
+    data = encode_ranking(ranking)
+    for bad in (b"", data[:-1], data + b"x", b"\xff\xff\xff\xff"):
+        assert decode_ranking(bad) is None
 
 
 def test_an_erased_user_has_no_model_row() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from pathlib import Path
@@ -191,3 +192,17 @@ def test_feeds_off_never_touch_the_shared_store(tmp_path: Path) -> None:
     shared, a, _ = pair(tmp_path, feeds_enabled=False)
     ids(a)
     assert shared.fetch(USER)[0] is None
+
+
+def test_the_event_loop_reads_the_shared_feed_without_the_thread_pool(tmp_path: Path) -> None:
+    """What the API's lane does: ``recommend_fast`` (no I/O) misses on b, then
+    ``recommend_shared`` reads the store asynchronously and answers from a's feed."""
+    _shared, a, b = pair(tmp_path)
+    first = ids(a)
+    request = RecommendRequest(USER, n=10)
+    assert b.recommend_fast(request) is None
+    results = asyncio.run(b.recommend_shared(request))
+    assert results is not None and [r.item_id for r in results.items] == first
+    assert b.feeds.cache.shared_hits == 1
+    assert b.recommend_fast(request) is not None  # kept on b from then on
+    assert asyncio.run(b.recommend_shared(RecommendRequest("nobody-yet", n=10))) is None

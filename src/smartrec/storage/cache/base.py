@@ -12,6 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+#: A value of the shared cache is kept this many times its freshness (served stale while one
+#: process computes it again).
+STALE_FACTOR = 4
+#: Seconds one process has to refresh a shared value before another may try.
+REFRESH_LEASE_S = 30.0
+
 #: What a listener is called with: the users whose events were stored.
 OnUsers = Callable[[list[str]], None]
 
@@ -47,6 +53,10 @@ class FeedStore(Protocol):
         the store is unreachable, do not put)."""
         ...
 
+    async def fetch_async(self, user_id: str) -> tuple[bytes | None, str | None]:
+        """:meth:`fetch` for an event loop (a slow Redis never stalls other requests)."""
+        ...
+
     def put(self, user_id: str, data: bytes, generation: str) -> bool:
         """Store unless the user's generation moved since it was read; True when stored."""
         ...
@@ -54,6 +64,25 @@ class FeedStore(Protocol):
     def invalidate(self, user_ids: Iterable[str]) -> None:
         """Events of these users were stored: drop their feeds and cancel builds in flight.
         Users that could not be invalidated now are retried with the next call."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SharedCache(Protocol):
+    """Answers that are costly to compute and the same for every process (the popular items of
+    a window: an aggregate over the event log), computed by one process and read by the rest.
+
+    :meth:`get` tells whether the caller should compute a fresh value: a value past its
+    freshness is still returned (serve it meanwhile), and exactly one caller at a time is told
+    to refresh it, so that N replicas do not run the same aggregate when it expires."""
+
+    def get(self, key: str) -> tuple[bytes | None, bool]:
+        """(the value or None, whether this caller should compute and :meth:`put` it)."""
+        ...
+
+    def put(self, key: str, value: bytes, fresh_s: float) -> None:
+        """Store for ``fresh_s`` seconds of freshness (kept a while longer, stale)."""
         ...
 
     def close(self) -> None: ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from smartrec.errors import ConfigError
-from smartrec.storage.cache.base import ChangeFeed, FeedStore
+from smartrec.storage.cache.base import ChangeFeed, FeedStore, SharedCache
 
 
 def open_change_feed(url: str, prefix: str = "smartrec:") -> ChangeFeed:
@@ -25,6 +25,16 @@ def open_feed_store(url: str, prefix: str = "smartrec:", ttl_s: float = 900.0) -
         from smartrec.storage.cache.redis_feeds import RedisFeedStore
 
         return RedisFeedStore(url, prefix, ttl_s)
+    return None
+
+
+def open_shared_cache(url: str, prefix: str = "smartrec:") -> SharedCache | None:
+    """Costly answers shared between processes: None for ``memory://`` (each process caches
+    its own), Redis for ``redis://`` / ``rediss://``. Nothing connects here."""
+    if _redis(url):
+        from smartrec.storage.cache.redis_cache import RedisSharedCache
+
+        return RedisSharedCache(url, prefix)
     return None
 
 

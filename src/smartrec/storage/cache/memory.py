@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from smartrec.storage.cache.base import OnUsers
+from smartrec.storage.cache.base import REFRESH_LEASE_S, STALE_FACTOR, OnUsers
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ class MemoryFeedStore:
                 entry = None
             return (None if entry is None else entry[1]), generation
 
+    async def fetch_async(self, user_id: str) -> tuple[bytes | None, str | None]:
+        return self.fetch(user_id)
+
     def put(self, user_id: str, data: bytes, generation: str) -> bool:
         with self._lock:
             if str(self._generations.get(user_id, 0)) != generation:
@@ -71,3 +74,37 @@ class MemoryFeedStore:
     def close(self) -> None:
         with self._lock:
             self._feeds.clear()
+
+
+class MemorySharedCache:
+    """The :class:`SharedCache` contract in memory (the contract tests' twin of Redis)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._values: dict[str, tuple[float, float, bytes]] = {}  # fresh until, kept until
+        self._refreshing: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[bytes | None, bool]:
+        with self._lock:
+            now = self._clock()
+            entry = self._values.get(key)
+            if entry is not None and entry[1] <= now:
+                del self._values[key]
+                entry = None
+            if entry is not None and now < entry[0]:
+                return entry[2], False
+            if self._refreshing.get(key, 0.0) > now:
+                return (None if entry is None else entry[2]), False
+            self._refreshing[key] = now + REFRESH_LEASE_S
+            return (None if entry is None else entry[2]), True
+
+    def put(self, key: str, value: bytes, fresh_s: float) -> None:
+        with self._lock:
+            now = self._clock()
+            self._values[key] = (now + fresh_s, now + fresh_s * STALE_FACTOR, bytes(value))
+            self._refreshing.pop(key, None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._values.clear()

@@ -15,8 +15,10 @@ evicted early is only rebuilt.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -52,7 +54,11 @@ class RedisFeedStore:
         # A generation outlives any build in flight: one expired under a build could let a
         # stale feed be stored.
         self.generation_ttl_ms = max(self.ttl_ms, 3_600_000)
+        self.url = url
         self._client: Any = connect(url, REQUEST_TIMEOUT_S)
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
         self._writer: Any = connect(url, INVALIDATE_TIMEOUT_S)
         self._put = self._client.register_script(PUT_SCRIPT)
         self._breaker = Breaker("feed store")
@@ -73,6 +79,33 @@ class RedisFeedStore:
             self._breaker.failed("feed read failed; serving without the shared feeds", exc)
             return None, None
         return data, (generation.decode() if generation is not None else "0")
+
+    async def fetch_async(self, user_id: str) -> tuple[bytes | None, str | None]:
+        if self._breaker.open:
+            return None, None
+        try:
+            generation, data = await self._async_client().mget(self._keys(user_id))
+        except Exception as exc:
+            self._breaker.failed("feed read failed; serving without the shared feeds", exc)
+            return None, None
+        return data, (generation.decode() if generation is not None else "0")
+
+    def _async_client(self) -> Any:
+        """One asyncio client per event loop (a client's connections belong to the loop that
+        opened them; a server process has one)."""
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            import redis.asyncio
+
+            client = redis.asyncio.Redis.from_url(
+                self.url,
+                socket_timeout=REQUEST_TIMEOUT_S,
+                socket_connect_timeout=REQUEST_TIMEOUT_S,
+                health_check_interval=30,
+            )
+            self._async[loop] = client
+        return client
 
     def put(self, user_id: str, data: bytes, generation: str) -> bool:
         if self._breaker.open:
