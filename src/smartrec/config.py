@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     load_model_on_start: bool = True
     #: Seconds a popular-items answer may be reused.
     popular_cache_ttl_s: float = 30.0
+    #: Seconds between recounts of the served pipeline's windowed item counts from the event
+    #: log (its trending candidates and ``pop.*`` features follow the live log); 0 = the counts
+    #: of training only. With a Redis cache one process per period counts for all.
+    live_stats_interval_s: float = Field(default=30.0, ge=0)
     #: With feeds off, a user's first page from the pipeline is kept this long (seconds; 0 =
     #: off). The key includes the user's event history, so an event sent since is never
     #: answered from it.

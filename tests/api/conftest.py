@@ -118,7 +118,12 @@ def load_world(client: TestClient, world: World) -> None:
 # --------------------------------------------------------------------------- apps
 def open_client(stack: ExitStack, home: Path, **overrides: Any) -> TestClient:
     # No background threads unless a test asks: they would race with what tests check.
-    quiet = {"reload_interval_s": 0, "feed_poll_interval_s": 0, "feed_precompute_users": 0}
+    quiet = {
+        "reload_interval_s": 0,
+        "feed_poll_interval_s": 0,
+        "feed_precompute_users": 0,
+        "live_stats_interval_s": 0,
+    }
     settings = Settings(**{"home": home, **quiet, **overrides})
     return stack.enter_context(TestClient(create_app(settings)))
 

@@ -118,6 +118,15 @@ class TrainedPipeline:
     def uses_ranker(self) -> bool:
         return self.ranker is not None
 
+    def use_stats(self, stats: ItemStats) -> None:
+        """Serve with newer item statistics (trending counts of the live log): the feature
+        columns are built first and the retrievers' orders right after, so that requests do
+        not pay for them; a request in flight keeps the statistics it read."""
+        self._columns = ItemColumns.build(stats)
+        self.stats = stats
+        for r in self.retrievers:
+            r.warm()
+
     def warm(self) -> None:
         """Build the per-model serving structures now, not on the first request."""
         for r in self.retrievers:

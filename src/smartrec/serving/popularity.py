@@ -12,11 +12,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from smartrec.domain import EventWeights
-from smartrec.serving.cache import TtlCache
+from smartrec.serving.cache import TtlCache, shared_or_compute
 from smartrec.serving.results import Reason, Recommendation, Results
 from smartrec.serving.state import DEFAULT_HIDDEN_ATTRIBUTE, ServingState, parse_window, visible
 from smartrec.storage.cache import SharedCache
-from smartrec.storage.ports import Store
+from smartrec.storage.ports import EventStore, Store
 
 #: Item rows read per catalogue query when the log's ranking is filtered.
 CATALOG_CHUNK = 500
@@ -125,35 +125,14 @@ class Popularity:
         return filtered
 
     def _shared_ranking(self, window_s: float | None) -> list[tuple[str, float]]:
-        """The window's ranking from the shared cache when another process computed it (one
+        """The window's ranking, from the shared cache when another process computed it (one
         aggregate over the event log per freshness period for the whole deployment)."""
-        if self.shared is None:
-            return self._ranking(window_s)
-        key = f"popular:{window_s}"
-        value, refresh = self.shared.get(key)
-        if value is not None and not refresh:
-            decoded = decode_ranking(value)
-            if decoded is not None:
-                return decoded
-        ranking = self._ranking(window_s)
-        if refresh or value is None:
-            self.shared.put(key, encode_ranking(ranking), self.ttl_s)
-        return ranking
-
-    def _ranking(self, window_s: float | None) -> list[tuple[str, float]]:
-        """Every item's weighted events in the window ending at the newest event, best first."""
-        since = None
-        if window_s is not None:
-            newest = self.store.newest_event_ms()
-            since = None if newest is None else newest - int(window_s * 1000)
-        rows = self.store.item_activity(since)
-        totals: dict[str, float] = {}
-        if rows:
-            w = self.weights.weigh([r[1] for r in rows], [r[2] for r in rows])
-            for (item_id, _t, _v, count), weight in zip(rows, w.tolist(), strict=True):
-                if weight > 0:
-                    totals[item_id] = totals.get(item_id, 0.0) + weight * count
-        return sorted(totals.items(), key=lambda t: (-t[1], t[0]))
+        return shared_or_compute(
+            self.shared,
+            f"popular:{window_s}",
+            self.ttl_s,
+            lambda: item_activity(self.store, self.weights, window_s, weighted=True),
+        )
 
     def _filter_catalog(
         self,
@@ -179,30 +158,21 @@ class Popularity:
         return out
 
 
-def encode_ranking(ranking: list[tuple[str, float]]) -> bytes:
-    """A ranking as bytes (no pickle): the count, the ids' byte lengths, the scores, the ids."""
-    ids = [i.encode() for i, _ in ranking]
-    head = np.asarray([len(ids)], dtype="<u4").tobytes()
-    lengths = np.asarray([len(b) for b in ids], dtype="<u4").tobytes()
-    scores = np.asarray([s for _, s in ranking], dtype="<f8").tobytes()
-    return b"".join([head, lengths, scores, *ids])
-
-
-def decode_ranking(data: bytes) -> list[tuple[str, float]] | None:
-    """None when ``data`` is not an encoded ranking (another release's value)."""
-    try:
-        (n,) = np.frombuffer(data, dtype="<u4", count=1)
-        n = int(n)
-        if n == 0:
-            return [] if len(data) == 4 else None
-        lengths = np.frombuffer(data, dtype="<u4", count=n, offset=4)
-        scores = np.frombuffer(data, dtype="<f8", count=n, offset=4 + 4 * n)
-        start = 4 + 12 * n
-        ends = start + np.cumsum(lengths, dtype=np.int64)
-        if (n and int(ends[-1]) != len(data)) or (not n and start != len(data)):
-            return None
-        starts = np.concatenate([[start], ends[:-1]]).tolist()
-        text = [data[a:b].decode() for a, b in zip(starts, ends.tolist(), strict=True)]
-        return list(zip(text, scores.tolist(), strict=True))
-    except (ValueError, UnicodeDecodeError):
-        return None
+def item_activity(
+    store: EventStore, weights: EventWeights, window_s: float | None, weighted: bool
+) -> list[tuple[str, float]]:
+    """Every item's positive events in the window ending at the newest event (all of the log
+    without a window), best first: their weights summed when ``weighted``, else counted (as
+    the pipeline's windowed statistics count them)."""
+    since = None
+    if window_s is not None:
+        newest = store.newest_event_ms()
+        since = None if newest is None else newest - int(window_s * 1000)
+    rows = store.item_activity(since)
+    totals: dict[str, float] = {}
+    if rows:
+        w = weights.weigh([r[1] for r in rows], [r[2] for r in rows])
+        for (item_id, _t, _v, count), weight in zip(rows, w.tolist(), strict=True):
+            if weight > 0:
+                totals[item_id] = totals.get(item_id, 0.0) + (weight * count if weighted else count)
+    return sorted(totals.items(), key=lambda t: (-t[1], t[0]))

@@ -28,6 +28,7 @@ from smartrec.serving.erasures import COMMIT_MARGIN_MS, Erasures
 from smartrec.serving.feed_keeper import FeedKeeper
 from smartrec.serving.feeds import Feed, Ranked
 from smartrec.serving.holder import ModelHolder, freeze_heap
+from smartrec.serving.live_stats import LiveStats
 from smartrec.serving.popularity import Popularity
 from smartrec.serving.ranker import HISTORY_LIMIT, History, UserRanker
 from smartrec.serving.reasons import PipelineReasons
@@ -71,6 +72,7 @@ class RecommendationService:
         self.ranker = UserRanker(store, self.erasures, settings.feed_items)
         self.rules = RulesStage(store, self.reasons)
         self.feeds = FeedKeeper(settings, store, self.ranker, self.erasures, shared_feeds)
+        self.live = LiveStats(store, settings.weights, settings.live_stats_interval_s, shared_cache)
         self.classic = ClassicAnswers(store, self.popularity, self.erasures)
         self.similar_items = SimilarItems(store, self.popularity)
         self.holder = ModelHolder(
@@ -127,6 +129,7 @@ class RecommendationService:
         self._stop.clear()
         self.holder.start_watcher(self._stop)
         self.feeds.start_poller(self._stop)
+        self.live.start(self._stop, lambda: self.holder.state)
         state = self.holder.state
         if state is not None:
             self.feeds.start_build(state, self._wanted)
@@ -136,6 +139,7 @@ class RecommendationService:
         self._running = False
         self.holder.join()
         self.feeds.join()
+        self.live.join()
 
     def ready(self) -> bool:
         """A model is loaded, or there are events for the popularity fallback."""
@@ -158,6 +162,18 @@ class RecommendationService:
 
     def refresh_erasures(self) -> int:
         return self.erasures.refresh()
+
+    def refresh_live_stats(self) -> bool:
+        """Recount the served pipeline's windows now (the thread does it every interval)."""
+        state = self.holder.state
+        return state is not None and self.live.refresh(state)
+
+    def live_stats_status(self) -> dict[str, Any]:
+        return {
+            "interval_s": self.live.interval_s,
+            "refreshed": self.live.refreshed,
+            "last": dict(self.live.last),
+        }
 
     def poll_events(self) -> int:
         return self.feeds.poll()

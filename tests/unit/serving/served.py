@@ -21,7 +21,7 @@ from smartrec.pipeline.spec import PipelineSpec, load_spec, parse_spec
 from smartrec.registry import ModelBundle, ModelRegistry
 from smartrec.serving.service import RecommendationService
 from smartrec.serving.state import ServingState
-from smartrec.storage.cache import FeedStore
+from smartrec.storage.cache import FeedStore, SharedCache
 from smartrec.storage.memory import MemoryStore
 from tests.worlds import World, small_world
 
@@ -29,6 +29,7 @@ MODELS: dict[str, dict[str, Any]] = {"als": {"factors": 8, "iterations": 4}, "ea
 #: Background threads off: tests drive builds, polls and reloads themselves.
 QUIET: dict[str, Any] = {
     "reload_interval_s": 0,
+    "live_stats_interval_s": 0,
     "feed_poll_interval_s": 0,
     "feed_precompute_users": 0,
     "user_cache_ttl_s": 0,
@@ -148,13 +149,14 @@ def service(
     home: Path,
     registry: FakeRegistry | None = None,
     shared_feeds: FeedStore | None = None,
+    shared_cache: SharedCache | None = None,
     **settings: Any,
 ) -> RecommendationService:
     """A service over ``store`` (no background threads); installs nothing."""
     config = Settings(**{"home": home, **QUIET, **settings})
     reg: Any = registry or FakeRegistry()
     typed: ModelRegistry = reg
-    return RecommendationService(config, store, typed, shared_feeds)
+    return RecommendationService(config, store, typed, shared_feeds, shared_cache)
 
 
 def positions(state: ServingState, item_ids: list[str]) -> np.ndarray:

@@ -11,8 +11,9 @@ import numpy as np
 from smartrec.domain import EventRecord, EventWeights
 from smartrec.pipeline.retrievers import PipelineParts, Retriever, retriever_class
 from smartrec.pipeline.spec import parse_spec
+from smartrec.serving.cache import decode_ranking, encode_ranking
 from smartrec.serving.erasures import Erasures
-from smartrec.serving.popularity import Popularity, decode_ranking, encode_ranking
+from smartrec.serving.popularity import Popularity
 from smartrec.serving.reasons import found_reasons
 from smartrec.serving.rules_stage import categories_of
 from smartrec.serving.state import ServingState

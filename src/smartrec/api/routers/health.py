@@ -35,6 +35,7 @@ def readyz(rt: RuntimeDep) -> dict[str, object] | JSONResponse:
         "status": "ready",
         "model_version": rt.service.model_version,
         "feeds": rt.service.feed_status(),
+        "live_stats": rt.service.live_stats_status(),
     }
 
 

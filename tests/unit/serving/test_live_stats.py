@@ -1,0 +1,102 @@
+"""Trending that moves: the served pipeline's window counts follow the event log."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+
+from smartrec.domain import EventRecord
+from smartrec.serving.requests import RecommendRequest
+from smartrec.storage.cache.memory import MemorySharedCache
+from smartrec.storage.memory import MemoryStore
+from tests.unit.serving import served
+
+
+def _popular_order(service: object) -> list[str]:
+    state = service.state  # type: ignore[attr-defined]
+    retriever = state.pipeline.retriever("popular")
+    order, _ = retriever._arrays()
+    return [state.item_ids[i] for i in order[:5]]
+
+
+def _burst(store: MemoryStore, item: str, n: int, ts_ms: int) -> None:
+    """``n`` users buy ``item`` at ``ts_ms`` (inside every window ending at the newest event)."""
+    store.add_events(
+        [
+            EventRecord(f"burst-{item}-{k}", f"burst-user-{k}", item, "purchase", None, ts_ms)
+            for k in range(n)
+        ]
+    )
+
+
+def test_an_item_that_takes_off_reaches_the_trending_candidates(tmp_path: Path) -> None:
+    store = served.world_store()
+    service = served.service(store, tmp_path)
+    service.install(served.bundle())
+    state = service.state
+    assert state is not None and state.pipeline is not None
+    window = next(iter(state.pipeline.stats.window_counts))
+    service.refresh_live_stats()  # the log as it is (training counted an earlier split)
+    assert not service.refresh_live_stats()  # nothing new: nothing swapped
+    counts = state.pipeline.stats.window_counts[window]
+    quiet = state.item_ids[int(np.argmin(counts[: state.n_model]))]
+    assert quiet not in _popular_order(service)
+    newest = store.newest_event_ms()
+    assert newest is not None
+    before = service.live_stats_status()["refreshed"]
+    _burst(store, quiet, 500, newest)
+    assert service.refresh_live_stats()
+    assert _popular_order(service)[0] == quiet
+    live = state.pipeline.stats.window_counts[window]
+    assert live[state.position(quiet)] == counts[state.position(quiet)] + 500
+    # A visitor with no history gets the popular retriever's head, now led by it.
+    got = service.recommend(RecommendRequest("first-visit", n=10)).items
+    assert quiet in [r.item_id for r in got]
+    status = service.live_stats_status()
+    assert status["refreshed"] == before + 1 and status["last"]["changed"]
+
+
+def test_replicas_count_once_per_period_through_the_shared_cache(tmp_path: Path) -> None:
+    store = served.world_store()
+    shared = MemorySharedCache()
+    replicas = []
+    for name in ("a", "b"):
+        service = served.service(
+            store, tmp_path / name, shared_cache=shared, live_stats_interval_s=60
+        )
+        service.install(served.bundle())
+        replicas.append(service)
+    with mock.patch.object(store, "item_activity", wraps=store.item_activity) as activity:
+        for service in replicas:
+            service.refresh_live_stats()
+    windows = len(replicas[0].state.pipeline.stats.window_counts)  # type: ignore[union-attr]
+    assert activity.call_count == windows  # b read a's counts
+    a, b = (s.state.pipeline.stats.window_counts for s in replicas)  # type: ignore[union-attr]
+    for window in a:
+        np.testing.assert_array_equal(a[window], b[window])
+
+
+def test_the_thread_recounts_every_interval_and_stops(tmp_path: Path) -> None:
+    store = served.world_store()
+    service = served.service(store, tmp_path, live_stats_interval_s=0.05)
+    service.install(served.bundle())
+    service.refresh_live_stats()
+    state = service.state
+    assert state is not None and state.pipeline is not None
+    quiet = state.item_ids[state.n_model - 1]
+    newest = store.newest_event_ms()
+    assert newest is not None
+    _burst(store, quiet, 500, newest)
+    stop = threading.Event()
+    service.live.start(stop, lambda: service.state)
+    deadline = time.monotonic() + 10
+    while _popular_order(service)[0] != quiet:
+        assert time.monotonic() < deadline, "the counts never moved"
+        time.sleep(0.02)
+    stop.set()
+    service.live.join()
+    assert service.live._thread is None
