@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from smartrec.storage import KeyStore, RecordStore, Store, key_store, open_store, record_store
+from tests.redisproc import RedisCluster, RedisServer
 
 
 @pytest.fixture(
@@ -39,3 +40,36 @@ def records(store: Store) -> RecordStore:
 @pytest.fixture()
 def keys(store: Store) -> KeyStore:
     return key_store(store)
+
+
+# Redis for the shared-state contracts: one server and one three-node cluster per module.
+REDIS_KINDS = [
+    "memory",
+    pytest.param("redis", marks=pytest.mark.integration),
+    pytest.param("redis-cluster", marks=pytest.mark.integration),
+]
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    pytest.importorskip("redis")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    pytest.importorskip("redis")
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+def redis_url(request: pytest.FixtureRequest, kind: str) -> str:
+    """The URL of the module's Redis server (``redis``) or cluster (``redis-cluster``)."""
+    if kind == "redis-cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url

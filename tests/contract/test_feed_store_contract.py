@@ -12,24 +12,17 @@ import pytest
 from smartrec.errors import ConfigError
 from smartrec.storage.cache import FeedStore, open_feed_store
 from smartrec.storage.cache.memory import MemoryFeedStore
-from tests.redisproc import RedisServer
+from tests.contract.conftest import REDIS_KINDS, redis_url
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    pytest.importorskip("redis")
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(params=REDIS_KINDS)
 def feeds(request: pytest.FixtureRequest) -> Iterator[FeedStore]:
     if request.param == "memory":
         yield MemoryFeedStore(ttl_s=60)
         return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    store = open_feed_store(server.url, prefix=f"t{uuid.uuid4().hex[:8]}:", ttl_s=60)
+    store = open_feed_store(
+        redis_url(request, request.param), prefix=f"t{uuid.uuid4().hex[:8]}:", ttl_s=60
+    )
     assert store is not None
     yield store
     store.close()

@@ -11,27 +11,19 @@ import pytest
 
 from smartrec.storage.cache import SharedCache, open_shared_cache
 from smartrec.storage.cache.memory import MemorySharedCache
+from tests.contract.conftest import REDIS_KINDS, redis_url
 from tests.redisproc import RedisServer
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    pytest.importorskip("redis")
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(params=REDIS_KINDS)
 def pair(request: pytest.FixtureRequest) -> Iterator[tuple[SharedCache, SharedCache]]:
     """Two processes' views of one cache."""
     if request.param == "memory":
         one = MemorySharedCache()
         yield one, one
         return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    prefix = f"t{uuid.uuid4().hex[:8]}:"
-    a, b = open_shared_cache(server.url, prefix), open_shared_cache(server.url, prefix)
+    url, prefix = redis_url(request, request.param), f"t{uuid.uuid4().hex[:8]}:"
+    a, b = open_shared_cache(url, prefix), open_shared_cache(url, prefix)
     assert a is not None and b is not None
     yield a, b
     a.close()

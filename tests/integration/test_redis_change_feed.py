@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from smartrec.storage.cache import open_change_feed
-from tests.redisproc import RedisServer
+from tests.redisproc import RedisCluster, RedisServer
 
 pytest.importorskip("redis")
 
@@ -54,3 +54,27 @@ def test_notices_reach_other_processes_listeners_and_survive_a_redis_restart(
         for feed in (publisher, listener, other_deployment):
             feed.close()
         server.stop()
+
+
+def test_notices_cross_a_redis_cluster(tmp_path: Path) -> None:
+    """On a Redis Cluster (``redis+cluster://``) a notice published through one node reaches a
+    listener on another."""
+    cluster = RedisCluster(tmp_path).start()
+    publisher = open_change_feed(cluster.url, prefix="t:")
+    listener = open_change_feed(cluster.url, prefix="t:")
+    heard: queue.Queue[list[str]] = queue.Queue()
+    try:
+        listener.listen(heard.put)
+        assert listener.connected.wait(10)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while True:  # the subscription may take a moment to be in place on every node
+            publisher.publish(["u1", "u2"])
+            try:
+                assert _next(heard, timeout=0.5) == ["u1", "u2"]
+                break
+            except queue.Empty:
+                assert time.monotonic() < deadline, "no notice crossed the cluster"
+    finally:
+        publisher.close()
+        listener.close()
+        cluster.stop()

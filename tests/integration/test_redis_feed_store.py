@@ -26,7 +26,7 @@ def test_a_users_keys_share_one_cluster_slot_and_every_key_expires(tmp_path: Pat
     assert isinstance(store, RedisFeedStore)
     client = redis.Redis.from_url(server.url)
     try:
-        users = ["u1", "a}b", "{x}", "用户"]
+        users = ["u1", "a}b", "{x}", "}{", "%7B", "用户"]
         for user in users:
             _, generation = store.fetch(user)
             assert generation is not None and store.put(user, b"feed", generation)

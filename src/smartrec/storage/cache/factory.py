@@ -43,7 +43,7 @@ def _redis(url: str) -> bool:
     scheme, sep, _ = url.partition("://")
     if url == "memory://":
         return False
-    if sep and scheme in ("redis", "rediss"):
+    if sep and scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         try:
             import redis  # noqa: F401
         except ImportError:
@@ -54,5 +54,6 @@ def _redis(url: str) -> bool:
         return True
     raise ConfigError(
         f"unsupported cache URL {url.split('@')[-1]!r}: use memory:// (the default: this "
-        "process only) or redis://host:6379/0 (rediss:// for TLS)"
+        "process only), redis://host:6379/0 (rediss:// for TLS) or redis+cluster://node:6379 "
+        "(rediss+cluster:// for TLS) for a Redis Cluster"
     )

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from smartrec.storage.cache.base import OnUsers
-from smartrec.storage.cache.redis_client import Breaker, connect
+from smartrec.storage.cache.redis_client import Breaker, connect, connect_subscriber
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +56,8 @@ class RedisChangeFeed:
         thread.start()
 
     def _listen(self, on_users: OnUsers) -> None:
-        import redis
 
-        # Its own client: a subscriber blocks on reads, with no read timeout.
-        client = redis.Redis.from_url(
-            self.url,
-            socket_connect_timeout=PUBLISH_TIMEOUT_S,
-            socket_keepalive=True,  # a half-open connection after a failover is noticed
-            health_check_interval=10,
-        )
+        client = connect_subscriber(self.url, PUBLISH_TIMEOUT_S)  # its own: reads block
         while not self._stop.is_set():
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:

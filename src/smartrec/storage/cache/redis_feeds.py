@@ -4,8 +4,10 @@ replica, so a replica that starts serves warm at once.
 Keys, one pair per user, hash-tagged by the user id so that both land in one Redis Cluster
 slot (the put's script touches both)::
 
-    <prefix>{<user id>}:feed   the encoded feed, expiring after SMARTREC_FEED_MAX_AGE_S
-    <prefix>{<user id>}:gen    the user's generation, moved by every stored event
+    <prefix>{u:<user id>}:feed   the encoded feed, expiring after SMARTREC_FEED_MAX_AGE_S
+    <prefix>{u:<user id>}:gen    the user's generation, moved by every stored event
+
+(``%``, ``{`` and ``}`` in a user id are percent-escaped: :func:`hash_tag`.)
 
 A feed is about 3 KB at the default ``feed_items`` of 100: 10,000 users take about 30 MB, a
 million about 3 GB (``docs/operations/events.md`` sizes ``maxmemory``). Every key expires, so
@@ -23,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from smartrec.errors import ConfigError
-from smartrec.storage.cache.redis_client import Breaker, connect
+from smartrec.storage.cache.redis_client import Breaker, connect, connect_async
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,12 @@ if current ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 return 1
 """
+
+
+def hash_tag(user_id: str) -> str:
+    """The user id with ``%``, ``{`` and ``}`` percent-escaped: a brace in an id would end (or
+    empty) the hash tag, and a user's two keys could land in different cluster slots."""
+    return user_id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
 
 
 class RedisFeedStore:
@@ -67,7 +75,7 @@ class RedisFeedStore:
         self.dropped = 0  # invalidations given up (past MAX_PENDING)
 
     def _keys(self, user_id: str) -> tuple[str, str]:
-        base = f"{self.prefix}{{{user_id}}}"
+        base = f"{self.prefix}{{u:{hash_tag(user_id)}}}"
         return f"{base}:gen", f"{base}:feed"
 
     def fetch(self, user_id: str) -> tuple[bytes | None, str | None]:
@@ -96,14 +104,7 @@ class RedisFeedStore:
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is None:
-            import redis.asyncio
-
-            client = redis.asyncio.Redis.from_url(
-                self.url,
-                socket_timeout=REQUEST_TIMEOUT_S,
-                socket_connect_timeout=REQUEST_TIMEOUT_S,
-                health_check_interval=30,
-            )
+            client = connect_async(self.url, REQUEST_TIMEOUT_S)
             self._async[loop] = client
         return client
 
