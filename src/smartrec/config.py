@@ -64,8 +64,10 @@ class Settings(BaseSettings):
     #: The ``Retry-After`` (seconds) of that 503.
     events_retry_after_s: int = Field(default=5, ge=1)
     #: State shared by every API process and worker: ``memory://`` (each process its own) or
-    #: ``redis://host:6379/0`` (``rediss://`` for TLS): then a process that stores events tells
-    #: every serving process at once, instead of at their next poll of the event log.
+    #: ``redis://host:6379/0`` (``rediss://`` for TLS; ``redis+cluster://node:6379`` for a Redis
+    #: Cluster): a process that stores events tells every serving process at once (instead of
+    #: at their next poll of the event log), users' feeds are built once for every replica, and
+    #: popular rankings and trending counts are computed by one process for all.
     cache_url: str = "memory://"
     #: ``smartrec worker`` starts a training job every this many seconds (0 = never), one per
     #: interval across all workers; the champion rules of a manual job apply.
