@@ -159,11 +159,16 @@ class Popularity:
 
 
 def item_activity(
-    store: EventStore, weights: EventWeights, window_s: float | None, weighted: bool
+    store: EventStore,
+    weights: EventWeights,
+    window_s: float | None,
+    weighted: bool,
+    ordered: bool = True,
 ) -> list[tuple[str, float]]:
     """Every item's positive events in the window ending at the newest event (all of the log
-    without a window), best first: their weights summed when ``weighted``, else counted (as
-    the pipeline's windowed statistics count them)."""
+    without a window): their weights summed when ``weighted``, else counted (as the pipeline's
+    windowed statistics count them); best first when ``ordered`` (the sort is most of the
+    cost at a million items: callers that index by item skip it)."""
     since = None
     if window_s is not None:
         newest = store.newest_event_ms()
@@ -175,4 +180,6 @@ def item_activity(
         for (item_id, _t, _v, count), weight in zip(rows, w.tolist(), strict=True):
             if weight > 0:
                 totals[item_id] = totals.get(item_id, 0.0) + (weight * count if weighted else count)
+    if not ordered:
+        return list(totals.items())
     return sorted(totals.items(), key=lambda t: (-t[1], t[0]))

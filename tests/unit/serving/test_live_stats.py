@@ -10,6 +10,7 @@ from unittest import mock
 import numpy as np
 
 from smartrec.domain import EventRecord
+from smartrec.serving.live_stats import THROTTLE
 from smartrec.serving.requests import RecommendRequest
 from smartrec.storage.cache.memory import MemorySharedCache
 from smartrec.storage.memory import MemoryStore
@@ -100,3 +101,13 @@ def test_the_thread_recounts_every_interval_and_stops(tmp_path: Path) -> None:
     stop.set()
     service.live.join()
     assert service.live._thread is None
+
+
+def test_a_slow_recount_spaces_out_the_next(tmp_path: Path) -> None:
+    service = served.service(served.world_store(), tmp_path, live_stats_interval_s=5)
+    live = service.live
+    assert live.next_wait() == 5
+    live.last = {"seconds": 2.0}  # a million active items
+    assert live.next_wait() == 2.0 * THROTTLE
+    live.last = {"seconds": 0.01}
+    assert live.next_wait() == 5
