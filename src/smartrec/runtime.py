@@ -127,8 +127,10 @@ class Runtime:
         """This process stored events of these users: its own feeds go at once, the shared
         ones next, and then every other serving process is told through the change feed."""
         users = set(user_ids)
+        if self.shared_feeds is not None:  # first: a request here must not take the old one
+            self.shared_feeds.invalidate(users)
         self.service.events_arrived(users)
-        announce(users, self.shared_feeds, self.changes)
+        self.changes.publish(users)
 
     def check_auth(self) -> None:
         """Refuse to serve with keys required and none to use; warn when auth is off on an

@@ -4,13 +4,24 @@ and coming back under it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from smartrec.storage.cache import open_feed_store
-from smartrec.storage.cache.redis_feeds import RedisFeedStore
+from smartrec.storage.cache import open_change_feed, open_feed_store, open_shared_cache
+from smartrec.storage.cache.redis_cache import TIMEOUT_S as CACHE_TIMEOUT_S
+from smartrec.storage.cache.redis_client import PAUSE_S
+from smartrec.storage.cache.redis_feed import PUBLISH_TIMEOUT_S
+from smartrec.storage.cache.redis_feeds import (
+    INVALIDATE_TIMEOUT_S,
+    REQUEST_TIMEOUT_S,
+    RedisFeedStore,
+)
 from tests.redisproc import RedisServer
 
 redis = pytest.importorskip("redis")
@@ -66,14 +77,92 @@ def test_redis_away_costs_a_miss_never_an_error_and_invalidations_wait_for_it(
         assert store.pending == 1
         assert time.monotonic() - started < 2.0
 
-        server.start()  # same port, empty (no persistence): the old feed is gone anyway;
-        time.sleep(1.1)  # the breaker's pause
-        _, generation = store.fetch("u")
-        assert generation == "0"
-        assert store.put("u", b"new", generation)
-        store.invalidate([])  # the next events' call flushes what waited
-        assert store.pending == 0
-        assert store.fetch("u")[0] is None  # the waiting invalidation dropped it
+        server.start()  # same port, empty (no persistence)
+        deadline = time.monotonic() + 10
+        while store.pending:  # retried in the background: no further events needed
+            assert time.monotonic() < deadline, "the waiting invalidation was never written"
+            time.sleep(0.05)
+        deadline = time.monotonic() + 10
+        while (got := store.fetch("u"))[1] is None:  # reads come back after their pause
+            assert time.monotonic() < deadline, "reads never came back"
+            time.sleep(0.05)
+        assert got == (None, "1")  # the waiting invalidation moved the generation
     finally:
         store.close()
         server.stop()
+
+
+class BlackHole:
+    """A port that accepts connections and never answers: a hung Redis (a failover in progress,
+    a network that drops packets)."""
+
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(128)
+        self.url = f"redis://127.0.0.1:{self.server.getsockname()[1]}/0"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.held.append(self.server.accept()[0])
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_a_hung_redis_costs_one_timeout_per_pause_not_one_per_request() -> None:
+    hole = BlackHole()
+    feeds = open_feed_store(hole.url, "p:", 60)
+    cache = open_shared_cache(hole.url, "p:")
+    changes = open_change_feed(hole.url, "p:")
+    assert isinstance(feeds, RedisFeedStore)
+    try:
+
+        def took(call: Callable[[], object]) -> float:
+            started = time.monotonic()
+            call()
+            return time.monotonic() - started
+
+        # Each gives up after its own timeout (no retries on top), then stops trying.
+        assert took(lambda: feeds.fetch("u")) < 2 * REQUEST_TIMEOUT_S
+        assert took(lambda: feeds.fetch("u")) < 0.02
+        assert took(lambda: asyncio.run(feeds.fetch_async("u"))) < 0.02
+        assert took(lambda: feeds.invalidate(["u"])) < 2 * INVALIDATE_TIMEOUT_S
+        assert took(lambda: feeds.invalidate(["v"])) < 0.02 and feeds.pending == 2
+        assert took(lambda: cache.get("k")) < 2 * CACHE_TIMEOUT_S
+        assert took(lambda: changes.publish(["u"])) < 2 * PUBLISH_TIMEOUT_S
+        # After the pause one caller probes; the others do not wait on it.
+        time.sleep(PAUSE_S * 2.5)
+        waits: list[float] = []
+        threads = [
+            threading.Thread(target=lambda: waits.append(took(lambda: feeds.fetch("u"))))
+            for _ in range(16)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sum(w > 0.05 for w in waits) == 1, waits
+    finally:
+        for closable in (feeds, cache, changes):
+            closable.close()
+        hole.close()
+
+
+def test_nothing_connects_before_use_even_to_a_cluster_that_is_down() -> None:
+    """A Redis (or Redis Cluster) that is down at start does not stop a process starting."""
+    for url in ("redis://127.0.0.1:1/0", "redis+cluster://127.0.0.1:1"):
+        feeds = open_feed_store(url, "p:", 60)
+        cache = open_shared_cache(url, "p:")
+        changes = open_change_feed(url, "p:")
+        assert feeds is not None and cache is not None
+        assert feeds.fetch("u") == (None, None)
+        assert cache.get("k") == (None, True)
+        changes.publish(["u"])
+        for closable in (feeds, cache, changes):
+            closable.close()

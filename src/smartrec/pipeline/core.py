@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,10 @@ class TrainedPipeline:
         default=None, init=False, repr=False, compare=False
     )
     _columns: ItemColumns | None = field(default=None, init=False, repr=False, compare=False)
+    #: Held while the columns are rebuilt or the statistics swapped (:meth:`use_stats`).
+    _stats_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     # ----------------------------------------------------------------- components
     @property
@@ -106,8 +111,11 @@ class TrainedPipeline:
     def item_columns(self) -> ItemColumns:
         columns = self._columns
         if columns is None or columns.stats is not self.stats:
-            columns = ItemColumns.build(self.stats)
-            self._columns = columns
+            with self._stats_lock:  # one build, never one from statistics being replaced
+                columns = self._columns
+                if columns is None or columns.stats is not self.stats:
+                    columns = ItemColumns.build(self.stats)
+                    self._columns = columns
         return columns
 
     @property
@@ -122,8 +130,10 @@ class TrainedPipeline:
         """Serve with newer item statistics (trending counts of the live log): the feature
         columns are built first and the retrievers' orders right after, so that requests do
         not pay for them; a request in flight keeps the statistics it read."""
-        self._columns = ItemColumns.build(stats)
-        self.stats = stats
+        columns = ItemColumns.build(stats)
+        with self._stats_lock:
+            self.stats = stats
+            self._columns = columns
         for r in self.retrievers:
             r.warm()
 

@@ -63,18 +63,22 @@ def encode(feed: Feed, state: ServingState) -> bytes:
 
 def decode(data: bytes, state: ServingState) -> Feed | None:
     """The feed, on this replica's axis; None when it is of another model version, names an
-    item this replica does not know yet, or is not a feed (a store shared with another
-    release): the caller then builds it."""
+    item this replica does not know yet, or is not a feed this release wrote (another
+    release's layout, damaged bytes): the caller then builds it. Never raises."""
+    try:
+        return _decode(data, state)
+    except Exception:  # any bytes at all may be in a shared store
+        return None
+
+
+def _decode(data: bytes, state: ServingState) -> Feed | None:
     if data[:4] != MAGIC or len(data) < 8:
         return None
     (length,) = _LENGTH.unpack_from(data, 4)
-    try:
-        header: dict[str, Any] = json.loads(data[8 : 8 + length])
-        if header["version"] != state.version:
-            return None
-        layout = [(n, np.dtype(d), tuple(int(k) for k in s)) for n, d, s in header["arrays"]]
-    except (ValueError, KeyError, TypeError):
+    header: dict[str, Any] = json.loads(data[8 : 8 + length])
+    if header["version"] != state.version:
         return None
+    layout = [(n, np.dtype(d), tuple(int(k) for k in s)) for n, d, s in header["arrays"]]
     offset = 8 + length
     if offset + sum(d.itemsize * int(np.prod(s)) for _, d, s in layout) != len(data):
         return None  # truncated or padded: not written by encode()
@@ -83,27 +87,38 @@ def decode(data: bytes, state: ServingState) -> Feed | None:
         count = int(np.prod(shape))
         arrays[name] = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
         offset += count * dtype.itemsize
-    extras = [state.position(i) for i in header["extras"]]
+    extras = [state.position(str(i)) for i in header["extras"]]
     if extras and min(extras) < 0:
         return None
     for name in POSITIONS:
-        arrays[name] = _in(arrays[name], extras)
+        coded = arrays[name]
+        if coded.ndim != 1 or (coded == -1).any() or int(coded.min(initial=0)) < -1 - len(extras):
+            return None
+        arrays[name] = _in(coded, extras)
+        if len(arrays[name]) and int(arrays[name].max()) >= state.n_total:
+            return None  # a position this replica's axis does not have
+    m, n_c = len(arrays["items"]), len(arrays["cand_items"])
+    if n_c > m or any(len(arrays[k]) != m for k in ("scores", "popular")):
+        return None
     cands = Candidates(
-        arrays["cand_items"], arrays["cand_scores"], arrays["cand_ranks"], header["names"]
+        arrays["cand_items"],
+        arrays["cand_scores"],
+        arrays["cand_ranks"],
+        [str(n) for n in header["names"]],
     )
     ranked = Ranked(
         items=arrays["items"],
         scores=arrays["scores"],
         popular=arrays["popular"],
         cands=cands,
-        recent=header["recent"],
+        recent=[int(i) for i in header["recent"]],
         exclude=arrays["exclude"],
         truncated=bool(header["truncated"]),
         sources=arrays.get("sources"),
         hashes=arrays.get("hashes"),
         found=arrays.get("found"),
     )
-    return Feed(header["version"], ranked, int(header["built_ms"]))
+    return Feed(str(header["version"]), ranked, int(header["built_ms"]))
 
 
 def _out(positions: np.ndarray, state: ServingState, extras: dict[str, int]) -> np.ndarray:

@@ -107,7 +107,17 @@ class FeedKeeper:
         interval = self.settings.feed_poll_interval_s
         if not self.enabled or interval <= 0 or self._poller is not None:
             return
-        self.event_mark = self.store.event_mark()
+        mark = self.store.event_mark()
+        if self.cache.store is not None:
+            # Feeds in the shared store may predate events this process never heard of (a
+            # writer that could not reach Redis, and has since restarted): look back over
+            # their lifetime once, before any is taken.
+            self.event_mark = now_ms() - int(self.settings.feed_max_age_s * 1000)
+            try:
+                self.poll()
+            except Exception as exc:
+                log.warning("event poll failed: %s: %s", type(exc).__name__, exc)
+        self.event_mark = max(self.event_mark or 0, mark)
 
         def polling() -> None:
             while not stop.wait(interval):

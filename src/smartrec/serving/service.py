@@ -202,7 +202,11 @@ class RecommendationService:
                 return served
         # Read before the history: an event stored while this request runs cancels the feed
         # it would store (the generation moved), and the poll judges it by this time.
-        read_from = (generation or self._feeds.generation(user_id), now_ms())
+        # (Read from the shared store by the lookup only: other paths never store a feed.)
+        read_from = (
+            generation or Generation(self._feeds.local.generation(user_id), None),
+            now_ms(),
+        )
         history = self.store.user_history(user_id, HISTORY_LIMIT)
         if state is None or state.pipeline is None:
             return self.classic.recommend(state, request, history, shown, item_filter)

@@ -8,7 +8,9 @@ Who invalidates what:
 
 * the process that stores events (an API process on the database bus, or ``smartrec worker``)
   invalidates the shared feeds of their users (``FeedStore.invalidate``) and then publishes the
-  change feed; every replica drops its own copy when the notice arrives;
+  change feed; every replica drops its own copy when the notice arrives, and for a moment
+  after it takes no shared feed of the user built before it (:data:`SHARED_MARGIN_MS`: the
+  writer may not have reached Redis);
 * a feed from the shared store passes the same checks as a local one before it is served: its
   model version, its age, and the stale marks of this process (events found by the poll of
   the event log, erasures), so a writer that could not reach Redis costs freshness only until
@@ -21,11 +23,14 @@ Redis that cannot be reached is skipped: the local tier and ranking on demand an
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+
+import numpy as np
 
 from smartrec.domain.clock import now_ms
 from smartrec.serving import feed_codec
-from smartrec.serving.feeds import Feed, FeedCache
+from smartrec.serving.feeds import GENERATION_BUCKETS, Feed, FeedCache
 from smartrec.serving.state import ServingState
 from smartrec.storage.cache import FeedStore
 
@@ -38,11 +43,20 @@ class Generation:
     shared: str | None  # None: no shared store, or it could not be read (do not store there)
 
 
+#: A feed from the shared store must have been built this long after the last event this
+#: process heard of for its user (a notice, or an event it stored): the writer's invalidation
+#: in Redis may have failed, and the builder's clock may run a little ahead of this one.
+SHARED_MARGIN_MS = 1_000
+
+
 class SharedFeeds:
     def __init__(self, local: FeedCache, store: FeedStore | None = None) -> None:
         self.local = local
         self.store = store
         self.shared_hits = 0
+        #: Per generation bucket: shared feeds built at or before this (epoch ms) are refused.
+        self._shared_stale = np.zeros(GENERATION_BUCKETS, dtype=np.int64)
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.local)
@@ -79,6 +93,8 @@ class SharedFeeds:
         feed = feed_codec.decode(data, state)
         if feed is None or now_ms() - feed.built_ms > self.local.max_age_s * 1000:
             return None
+        if feed.built_ms <= self._shared_stale[FeedCache._bucket(user_id)]:
+            return None  # maybe from before an event this process heard of
         if not self.local.put(user_id, feed, local_generation):
             return None  # built before an event or erasure this process knows of
         self.shared_hits += 1
@@ -106,8 +122,14 @@ class SharedFeeds:
         return True
 
     def invalidate(self, user_id: str, received_ms: int | None = None, margin_ms: int = 0) -> bool:
-        """This process's copy (see :meth:`FeedCache.invalidate`); the shared one is the
-        writer's to invalidate."""
+        """This process's copy (see :meth:`FeedCache.invalidate`). The shared one is the
+        writer's to invalidate; until :data:`SHARED_MARGIN_MS` after now, a shared feed of the
+        user is not taken either (in case the writer could not reach Redis)."""
+        if received_ms is None and self.store is not None:
+            bucket = FeedCache._bucket(user_id)
+            edge = now_ms() + SHARED_MARGIN_MS
+            with self._lock:
+                self._shared_stale[bucket] = max(int(self._shared_stale[bucket]), edge)
         return self.local.invalidate(user_id, received_ms, margin_ms)
 
     def clear(self) -> None:

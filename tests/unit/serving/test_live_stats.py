@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from unittest import mock
 import numpy as np
 
 from smartrec.domain import EventRecord
+from smartrec.pipeline.features import ItemColumns
 from smartrec.serving.live_stats import THROTTLE
 from smartrec.serving.requests import RecommendRequest
 from smartrec.storage.cache.memory import MemorySharedCache
@@ -111,3 +113,36 @@ def test_a_slow_recount_spaces_out_the_next(tmp_path: Path) -> None:
     assert live.next_wait() == 2.0 * THROTTLE
     live.last = {"seconds": 0.01}
     assert live.next_wait() == 5
+
+
+def test_swapping_statistics_builds_their_columns_once_outside_requests(tmp_path: Path) -> None:
+    """Requests racing a swap never rebuild the feature columns (a second at a million items):
+    the swap builds them and installs both under one lock."""
+    service = served.service(served.world_store(), tmp_path)
+    service.install(served.bundle())
+    pipeline = service.state.pipeline  # type: ignore[union-attr]
+    assert pipeline is not None
+    stop = threading.Event()
+    built: list[object] = []
+    real_build = ItemColumns.build
+
+    def counting(stats: object) -> ItemColumns:
+        built.append(stats)
+        return real_build(stats)  # type: ignore[arg-type]
+
+    def requests() -> None:
+        while not stop.is_set():
+            _ = pipeline.item_columns
+
+    with mock.patch.object(ItemColumns, "build", side_effect=counting):
+        readers = [threading.Thread(target=requests) for _ in range(3)]
+        for reader in readers:
+            reader.start()
+        swaps = [dataclasses.replace(pipeline.stats) for _ in range(20)]
+        for stats in swaps:
+            pipeline.use_stats(stats)
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert built == swaps  # one build per swap, each from the swapped-in statistics
+    assert pipeline.item_columns.stats is swaps[-1]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
+import threading
 import time
 from pathlib import Path
 from typing import Any, cast
+from unittest import mock
 
 import numpy as np
 
@@ -17,6 +20,7 @@ from smartrec.serving import feed_codec
 from smartrec.serving.feeds import Feed, Ranked
 from smartrec.serving.requests import RecommendRequest
 from smartrec.serving.service import RecommendationService
+from smartrec.serving.shared_feeds import SHARED_MARGIN_MS
 from smartrec.serving.state import ServingState
 from smartrec.storage.cache.memory import MemoryFeedStore
 from tests.unit.serving import served
@@ -31,6 +35,10 @@ class Axis:
     version: str
     n_model: int
     item_ids: list[str]
+
+    @property
+    def n_total(self) -> int:
+        return len(self.item_ids)
 
     def position(self, item_id: str) -> int:
         return self.item_ids.index(item_id) if item_id in self.item_ids else -1
@@ -98,12 +106,46 @@ def test_a_feed_this_replica_cannot_place_is_a_miss() -> None:
         assert feed_codec.decode(garbage, as_state(a)) is None
 
 
+def test_no_bytes_make_decode_raise() -> None:
+    """Whatever is in a shared store (another release's layout, damaged values) is a miss,
+    never an error: random edits of a real feed, truncations and forged headers."""
+    model = [f"i{k}" for k in range(5)]
+    axis = Axis("v1", 5, [*model, "n1"])
+    data = feed_codec.encode(a_feed(items=[5, 0, 2], exclude=[5]), as_state(axis))
+    rng = random.Random(7)
+    assert feed_codec.decode(data, as_state(axis)) is not None
+    decoded = 0
+    for _ in range(3000):  # edited: a miss, or a feed whose positions this replica has
+        raw = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            raw[rng.randrange(len(raw))] = rng.randrange(256)
+        got = feed_codec.decode(bytes(raw), as_state(axis))
+        if got is not None:
+            decoded += 1
+            for positions in (got.ranked.items, got.ranked.cands.items, got.ranked.exclude):
+                assert ((positions >= 0) & (positions < len(axis.item_ids))).all()
+    assert 0 < decoded < 3000  # some edits hit only scores, others the layout
+    for cut in range(len(data)):  # truncated: always a miss
+        assert feed_codec.decode(data[:cut], as_state(axis)) is None
+    head = b'{"version":"v1","arrays":[["items","<i4",[1]]],"extras":["n1"]}'
+    for forged in (
+        head.replace(b"[1]]]", b'[1]]],"x":1'),
+        b'{"version":"v1"}',
+        b'{"version":"v1","arrays":7}',
+        b"[]",
+        b'{"version":"v1","arrays":[["items","<i4",[-1]]]}',
+    ):
+        body = feed_codec.MAGIC + len(forged).to_bytes(4, "little") + forged + b"\xfe\xff\xff\xff"
+        assert feed_codec.decode(body, as_state(axis)) is None
+
+
 def pair(
     tmp_path: Path, **settings: Any
 ) -> tuple[MemoryFeedStore, RecommendationService, RecommendationService]:
-    """One store of events, one shared feed store, two serving replicas of one model."""
+    """One store of events (received ten minutes ago), one shared feed store, two serving
+    replicas of one model."""
     shared = MemoryFeedStore()
-    store = served.world_store()
+    store = served.world_store(received_ago_ms=600_000)
     replicas = []
     for name in ("a", "b"):
         service = served.service(store, tmp_path / name, shared_feeds=shared, **settings)
@@ -136,12 +178,58 @@ def test_an_event_drops_the_shared_feed_before_replicas_rebuild(tmp_path: Path) 
     first = ids(a)
     top = first[0]
     a.store.add_events([EventRecord("e-new", USER, top, "purchase", None, now_ms())])
-    # What the runtime does for the process that stored the event (runtime.announce).
+    # What the runtime does for the process that stored the event (Runtime.events_stored).
     shared.invalidate([USER])
     a.events_arrived([USER])
     b.events_arrived([USER])  # the change feed's notice
     assert top not in ids(b)
-    assert top not in ids(a) and a.feeds.cache.shared_hits == 1  # b's rebuilt feed, shared
+    # Right after the notice a takes no shared feed (in case the writer had not reached
+    # Redis): it ranks for itself. Once the margin is past, a feed b built then is shared.
+    assert top not in ids(a) and a.feeds.cache.shared_hits == 0
+    later = now_ms() + SHARED_MARGIN_MS + 10
+    with mock.patch("smartrec.serving.service.now_ms", return_value=later):
+        a.feeds.cache.local.clear()
+        b.feeds.cache.local.clear()
+        shared.invalidate([USER])  # (the stored feed was built within the margin)
+        assert top not in ids(b)
+    with mock.patch("smartrec.serving.shared_feeds.now_ms", return_value=later):
+        assert ids(a) == ids(b) and a.feeds.cache.shared_hits == 1
+
+
+def test_a_notice_protects_from_a_feed_the_writer_could_not_drop_in_redis(
+    tmp_path: Path,
+) -> None:
+    """The writer stored an event but could not reach Redis: the old feed is still there.
+    Every replica that heard the notice refuses it (and so does the writer itself)."""
+    shared, a, b = pair(tmp_path)
+    top = ids(a)[0]
+    assert shared.fetch(USER)[0] is not None
+    a.store.add_events([EventRecord("e-new", USER, top, "purchase", None, now_ms())])
+    a.events_arrived([USER])  # no shared.invalidate: Redis was away
+    b.events_arrived([USER])
+    assert top not in ids(a) and top not in ids(b)
+    assert a.feeds.cache.shared_hits == b.feeds.cache.shared_hits == 0
+
+
+def test_a_replica_that_starts_looks_back_over_the_feeds_lifetime(tmp_path: Path) -> None:
+    """A feed in Redis older than an event whose invalidation never reached Redis (its writer
+    has restarted since): a replica that starts finds the event in the log before it takes any
+    feed, and builds that user's feed itself."""
+    shared, a, _ = pair(tmp_path)
+    top = ids(a)[0]
+    a.store.add_events([EventRecord("e-new", USER, top, "purchase", None, now_ms())])
+    late = served.service(a.store, tmp_path / "late", shared_feeds=shared, feed_poll_interval_s=60)
+    late.install(served.bundle())
+    stop = threading.Event()
+    late.feeds.start_poller(stop)  # what start() does first
+    try:
+        assert top not in ids(late) and late.feeds.cache.shared_hits == 0
+        other = next(u for u in a.store.active_users(5) if u != USER)
+        ids(a, other)
+        assert ids(late, other) == ids(a, other) and late.feeds.cache.shared_hits == 1
+    finally:
+        stop.set()
+        late.feeds.join()
 
 
 def test_a_shared_feed_older_than_an_event_found_by_the_poll_is_not_served(
@@ -188,10 +276,19 @@ def test_another_model_version_does_not_take_the_feeds(tmp_path: Path) -> None:
     assert b.feeds.cache.shared_hits == 0
 
 
-def test_feeds_off_never_touch_the_shared_store(tmp_path: Path) -> None:
+def test_paths_that_store_no_feed_never_read_the_shared_store(tmp_path: Path) -> None:
     shared, a, _ = pair(tmp_path, feeds_enabled=False)
-    ids(a)
+    with mock.patch.object(shared, "fetch", wraps=shared.fetch) as fetch:
+        ids(a)
+        a.recommend(RecommendRequest(USER, n=5, exclude_seen=False))
+    assert fetch.call_count == 0
     assert shared.fetch(USER)[0] is None
+    _, on, _ = pair(tmp_path / "on")
+    with mock.patch.object(on.feeds.cache.store, "fetch", wraps=on.feeds.cache.store.fetch) as f:
+        on.recommend(RecommendRequest(USER, n=5, exclude_seen=False))
+        assert f.call_count == 0
+        ids(on)
+        assert f.call_count == 1  # the lookup, which also reads the generation to build with
 
 
 def test_the_event_loop_reads_the_shared_feed_without_the_thread_pool(tmp_path: Path) -> None:

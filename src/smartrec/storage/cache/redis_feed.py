@@ -14,10 +14,9 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterable
-from typing import Any
 
 from smartrec.storage.cache.base import OnUsers
-from smartrec.storage.cache.redis_client import Breaker, connect, connect_subscriber
+from smartrec.storage.cache.redis_client import Breaker, Lazy, connect, connect_subscriber
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +32,24 @@ class RedisChangeFeed:
     def __init__(self, url: str, prefix: str = "smartrec:") -> None:
         self.url = url
         self.channel = f"{prefix}events"
-        self._client: Any = connect(url, PUBLISH_TIMEOUT_S)
+        self._client = Lazy(lambda: connect(url, PUBLISH_TIMEOUT_S))
         self._breaker = Breaker("change feed")
+        # The listener's own: its reconnections must not hold back publishing.
+        self._listening = Breaker("change feed listener")
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.connected = threading.Event()  # the listener is subscribed (tests wait on it)
 
     def publish(self, user_ids: Iterable[str]) -> None:
         users = sorted(set(user_ids))
-        if not users or self._breaker.open:
+        if not users or not self._breaker.allow():
             return
         try:
-            self._client.publish(self.channel, "\n".join(users))
+            self._client().publish(self.channel, "\n".join(users))
         except Exception as exc:  # redis.RedisError, OSError: never fail the caller
             self._breaker.failed("could not publish; the event-log poll covers it", exc)
+            return
+        self._breaker.ok()
 
     def listen(self, on_users: OnUsers) -> None:
         thread = threading.Thread(
@@ -56,11 +59,11 @@ class RedisChangeFeed:
         thread.start()
 
     def _listen(self, on_users: OnUsers) -> None:
-
-        client = connect_subscriber(self.url, PUBLISH_TIMEOUT_S)  # its own: reads block
+        client = Lazy(lambda: connect_subscriber(self.url, PUBLISH_TIMEOUT_S))  # reads block
         while not self._stop.is_set():
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub = None
             try:
+                pubsub = client().pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.channel)
                 self.connected.set()
                 while not self._stop.is_set():
@@ -75,12 +78,14 @@ class RedisChangeFeed:
                         log.exception("change feed listener failed")
             except Exception as exc:
                 self.connected.clear()
-                self._breaker.failed("listener lost its connection; reconnecting", exc)
+                self._listening.failed("listener lost its connection; reconnecting", exc)
                 self._stop.wait(RECONNECT_S)
             finally:
-                with contextlib.suppress(Exception):
-                    pubsub.close()
-        client.close()
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
+        with contextlib.suppress(Exception):
+            client.close()
 
     def close(self) -> None:
         self._stop.set()

@@ -20,12 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import weakref
 from collections.abc import Iterable
 from typing import Any
 
 from smartrec.errors import ConfigError
-from smartrec.storage.cache.redis_client import Breaker, connect, connect_async
+from smartrec.storage.cache.redis_client import PAUSE_S, Breaker, Lazy, connect, connect_async
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +62,17 @@ class RedisFeedStore:
         # stale feed be stored.
         self.generation_ttl_ms = max(self.ttl_ms, 3_600_000)
         self.url = url
-        self._client: Any = connect(url, REQUEST_TIMEOUT_S)
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._writer: Any = connect(url, INVALIDATE_TIMEOUT_S)
-        self._put = self._client.register_script(PUT_SCRIPT)
-        self._breaker = Breaker("feed store")
+        self._client = Lazy(lambda: connect(url, REQUEST_TIMEOUT_S))
+        self._writer = Lazy(lambda: connect(url, INVALIDATE_TIMEOUT_S))
+        self._put = Lazy(lambda: self._client().register_script(PUT_SCRIPT))
+        self._async: tuple[asyncio.AbstractEventLoop, Any] | None = None
+        # Reads and writes fail apart: a read that timed out must not hold back invalidations.
+        self._reads = Breaker("feed store (reads)")
+        self._writes = Breaker("feed store (invalidations)")
         self._pending: set[str] = set()
         self._lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._closed = threading.Event()
         self.dropped = 0  # invalidations given up (past MAX_PENDING)
 
     def _keys(self, user_id: str) -> tuple[str, str]:
@@ -79,43 +80,49 @@ class RedisFeedStore:
         return f"{base}:gen", f"{base}:feed"
 
     def fetch(self, user_id: str) -> tuple[bytes | None, str | None]:
-        if self._breaker.open:
+        if not self._reads.allow():
             return None, None
         try:
-            generation, data = self._client.mget(self._keys(user_id))
+            generation, data = self._client().mget(self._keys(user_id))
         except Exception as exc:
-            self._breaker.failed("feed read failed; serving without the shared feeds", exc)
+            self._reads.failed("feed read failed; serving without the shared feeds", exc)
             return None, None
+        self._reads.ok()
         return data, (generation.decode() if generation is not None else "0")
 
     async def fetch_async(self, user_id: str) -> tuple[bytes | None, str | None]:
-        if self._breaker.open:
+        if not self._reads.allow():
             return None, None
         try:
             generation, data = await self._async_client().mget(self._keys(user_id))
         except Exception as exc:
-            self._breaker.failed("feed read failed; serving without the shared feeds", exc)
+            self._reads.failed("feed read failed; serving without the shared feeds", exc)
             return None, None
+        self._reads.ok()
         return data, (generation.decode() if generation is not None else "0")
 
     def _async_client(self) -> Any:
-        """One asyncio client per event loop (a client's connections belong to the loop that
-        opened them; a server process has one)."""
+        """The asyncio client of the running loop (its connections belong to the loop that
+        opened them). A server process has one loop; a new loop (tests) replaces the client."""
         loop = asyncio.get_running_loop()
-        client = self._async.get(loop)
-        if client is None:
-            client = connect_async(self.url, REQUEST_TIMEOUT_S)
-            self._async[loop] = client
-        return client
+        held = self._async
+        if held is None or held[0] is not loop:
+            held = (loop, connect_async(self.url, REQUEST_TIMEOUT_S))
+            self._async = held
+        return held[1]
 
     def put(self, user_id: str, data: bytes, generation: str) -> bool:
-        if self._breaker.open:
+        if not self._reads.allow():
             return False
         try:
-            return bool(self._put(keys=self._keys(user_id), args=[generation, data, self.ttl_ms]))
+            stored = bool(
+                self._put()(keys=self._keys(user_id), args=[generation, data, self.ttl_ms])
+            )
         except Exception as exc:
-            self._breaker.failed("feed write failed", exc)
+            self._reads.failed("feed write failed", exc)
             return False
+        self._reads.ok()
+        return stored
 
     def invalidate(self, user_ids: Iterable[str]) -> None:
         with self._lock:
@@ -123,11 +130,15 @@ class RedisFeedStore:
             self._pending = set()
         if not users:
             return
-        if self._breaker.open:  # Redis failed a moment ago: do not make events wait on it
+        if not self._writes.allow():  # Redis failed a moment ago: do not make events wait
             self._keep(users)
             return
+        self._write(users)
+
+    def _write(self, users: set[str]) -> None:
+        """One pipeline of invalidations (the breaker allowed it)."""
         try:
-            pipe = self._writer.pipeline(transaction=False)
+            pipe = self._writer().pipeline(transaction=False)
             for user_id in users:
                 gen, feed = self._keys(user_id)
                 pipe.incr(gen)
@@ -135,14 +146,23 @@ class RedisFeedStore:
                 pipe.unlink(feed)
             pipe.execute()
         except Exception as exc:
-            self._breaker.failed("could not invalidate feeds; retrying with the next events", exc)
+            self._writes.failed("could not invalidate feeds; retrying in the background", exc)
             self._keep(users)
+            return
+        self._writes.ok()
 
     def _keep(self, users: set[str]) -> None:
+        """Keep what could not be invalidated, and retry it in the background (not only with
+        the next events: a writer may have none for a while)."""
         with self._lock:
             keep = list(users)[: max(0, MAX_PENDING - len(self._pending))]
             self._pending.update(keep)
             lost = len(users) - len(keep)
+            if self._flusher is None and not self._closed.is_set():
+                self._flusher = threading.Thread(
+                    target=self._flush, name="redis-feed-invalidations", daemon=True
+                )
+                self._flusher.start()
         if lost:
             self.dropped += lost
             log.error(
@@ -151,10 +171,25 @@ class RedisFeedStore:
                 lost,
             )
 
+    def _flush(self) -> None:
+        while not self._closed.wait(PAUSE_S):
+            if self._writes.allow():
+                with self._lock:
+                    users, self._pending = self._pending, set()
+                if users:
+                    self._write(users)
+                else:
+                    self._writes.ok()  # nothing to probe with: let the next caller try
+            with self._lock:
+                if not self._pending:
+                    self._flusher = None
+                    return
+
     @property
     def pending(self) -> int:
         return len(self._pending)
 
     def close(self) -> None:
+        self._closed.set()
         self._client.close()
         self._writer.close()
