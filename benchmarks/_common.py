@@ -407,6 +407,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
+def latency_ms(xs: Sequence[float]) -> dict[str, float]:
+    """p50, p99 and mean of durations in seconds, in milliseconds."""
+    return {
+        "p50_ms": percentile(xs, 50) * 1000.0,
+        "p99_ms": percentile(xs, 99) * 1000.0,
+        "mean_ms": sum(xs) / len(xs) * 1000.0 if xs else math.nan,
+    }
+
+
 def ratio(value: float, base: float) -> str:
     """value/base as '1.23x' ('-' when undefined)."""
     if not base or math.isnan(base) or math.isnan(value):

@@ -28,7 +28,6 @@ import argparse
 import http.client
 import json
 import random
-import statistics
 import sys
 import time
 import uuid
@@ -36,7 +35,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import LOOPBACK, Server, machine_note, percentile, table, unwind_on_sigterm
+from _common import (
+    LOOPBACK,
+    Server,
+    latency_ms,
+    machine_note,
+    percentile,
+    table,
+    unwind_on_sigterm,
+)
 from serve import DEFAULT_HOME, ML100K_ITEMS, ML100K_USERS, home_env, prepare_home, wait_for_feeds
 
 GOAL_RATIO = 3.0
@@ -101,23 +108,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             assert status == 200, body
             after.append(took)
             empty += not body["items"]
-    ms = 1000.0
-
-    def stats(xs: list[float]) -> dict[str, float]:
-        return {
-            "p50_ms": percentile(xs, 50) * ms,
-            "p99_ms": percentile(xs, 99) * ms,
-            "mean_ms": statistics.fmean(xs) * ms,
-        }
-
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "requests": args.requests,
         "machine": machine_note(),
         "feeds": feeds,
-        "after_event": stats(after),
-        "post_event": stats(post),
-        "feed": stats(feed),
+        "after_event": latency_ms(after),
+        "post_event": latency_ms(post),
+        "feed": latency_ms(feed),
         "after_event_empty_answers": empty,
     }
     result["ratio_p50"] = result["after_event"]["p50_ms"] / result["feed"]["p50_ms"]

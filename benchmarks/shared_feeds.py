@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.redisproc import RedisServer
 
-from _common import Server, get_json, machine_note, percentile, table, unwind_on_sigterm
+from _common import Server, get_json, latency_ms, machine_note, table, unwind_on_sigterm
 from after_event import Client
 from serve import DEFAULT_HOME, ML100K_USERS, home_env, prepare_home, wait_for_feeds
 
@@ -93,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         raise SystemExit(f"B took {hits} of {len(order)} feeds from Redis")
                     for key, xs in per.items():
                         samples[key].extend(xs)
-                    rounds.append({k: _stats(v) for k, v in per.items()})
+                    rounds.append({k: latency_ms(v) for k, v in per.items()})
                     log(f"round {r + 1}: {rounds[-1]}")
         finally:
             redis.stop()
@@ -102,21 +101,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine_note(),
         "users": ML100K_USERS,
         "rounds": rounds,
-        **{k: _stats(v) for k, v in samples.items()},
+        **{k: latency_ms(v) for k, v in samples.items()},
     }
     result["ratio_p99"] = result["b_redis"]["p99_ms"] / result["a_local"]["p99_ms"]
     result["ratio_p50"] = result["b_redis"]["p50_ms"] / result["a_local"]["p50_ms"]
     result["goal_met"] = bool(result["ratio_p99"] <= GOAL_RATIO)
     return result
-
-
-def _stats(xs: list[float]) -> dict[str, float]:
-    ms = 1000.0
-    return {
-        "p50_ms": percentile(xs, 50) * ms,
-        "p99_ms": percentile(xs, 99) * ms,
-        "mean_ms": statistics.fmean(xs) * ms,
-    }
 
 
 def report(r: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ arrays' bytes in header order.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 
@@ -80,11 +81,11 @@ def _decode(data: bytes, state: ServingState) -> Feed | None:
         return None
     layout = [(n, np.dtype(d), tuple(int(k) for k in s)) for n, d, s in header["arrays"]]
     offset = 8 + length
-    if offset + sum(d.itemsize * int(np.prod(s)) for _, d, s in layout) != len(data):
+    if offset + sum(d.itemsize * math.prod(s) for _, d, s in layout) != len(data):
         return None  # truncated or padded: not written by encode()
     arrays: dict[str, np.ndarray] = {}
     for name, dtype, shape in layout:
-        count = int(np.prod(shape))
+        count = math.prod(shape)
         arrays[name] = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
         offset += count * dtype.itemsize
     extras = [state.position(str(i)) for i in header["extras"]]

@@ -9,7 +9,7 @@ slot (the put's script touches both)::
 
 (``%``, ``{`` and ``}`` in a user id are percent-escaped: :func:`hash_tag`.)
 
-A feed is about 6 KB at the default ``feed_items`` of 100: 100,000 users take about 600 MB
+A feed takes 6 to 11 KB at the default ``feed_items`` of 100: 100,000 users take about 1 GB
 (``docs/operations/events.md`` sizes ``maxmemory``). Every key expires, so
 ``maxmemory-policy volatile-lru`` (or ``allkeys-lru``) keeps Redis within its bound; a feed
 evicted early is only rebuilt.
