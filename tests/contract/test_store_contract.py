@@ -212,6 +212,9 @@ def test_snapshot_history_and_activity(store: Store) -> None:
     assert snap.item_ids == ["b", "a", "a"]
     assert snap.types == ["rating", "purchase", "view"]
     assert snap.values == [4.0, None, None]
+    recent = store.snapshot(since_ms=2_000)  # at or after: what serving recounts live
+    assert recent.timestamps == [2.0, 3.0] and recent.item_ids == ["a", "a"]
+    assert len(store.snapshot(since_ms=3_001)) == 0
     assert store.user_history("u1") == [("a", "view", None), ("b", "rating", 4.0)]
     assert store.user_history("nobody") == []
     assert store.newest_event_ms() == 3_000

@@ -6,7 +6,9 @@ window is a ranker feature (``pop.7d``). Trained once, those counts would stay a
 training; here they are counted again from the event log every ``SMARTREC_LIVE_STATS_INTERVAL_S``
 seconds, over the window ending at the newest event (as at training, so a replayed data set
 keeps its windows), and swapped into the served pipeline. So items that take off now reach
-users' candidates and move up in the ranking before the next training.
+users' candidates and move up in the ranking before the next training. Retrievers that say
+so (:meth:`Retriever.live_update`: the co-visitation retriever) fold the events since training
+into what they serve at the same time: sessions that went on since pair their items.
 
 With a shared cache (Redis) one process of the deployment runs the aggregate per period and the
 others read its result. A recount that takes long (a large log) spaces the next ones out
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from smartrec.domain import EventWeights
+from smartrec.domain import EventWeights, Interactions
 from smartrec.pipeline.windows import window_seconds
 from smartrec.serving.cache import shared_or_compute
 from smartrec.serving.popularity import item_activity
@@ -68,9 +70,10 @@ class LiveStats:
         )
 
     def refresh(self, state: ServingState) -> bool:
-        """Count the windows again and serve the counts when any changed; True when it did."""
+        """Count the windows again (and update the retrievers that follow live events); serve
+        what changed. True when anything did."""
         pipeline = state.pipeline
-        if pipeline is None or not pipeline.stats.window_counts:
+        if pipeline is None:
             return False
         started = time.perf_counter()
         stats = pipeline.stats
@@ -87,6 +90,8 @@ class LiveStats:
         changed = any(not np.array_equal(live[w], stats.window_counts[w]) for w in live)
         if changed:
             pipeline.use_stats(dataclasses.replace(stats, window_counts=live))
+        changed |= self._retrievers(state, stats.reference_time)
+        if changed:
             self.refreshed += 1
         self.last = {
             "version": state.version,
@@ -94,6 +99,31 @@ class LiveStats:
             "seconds": round(time.perf_counter() - started, 4),
             "at_ms": int(time.time() * 1000),
         }
+        return changed
+
+    def _retrievers(self, state: ServingState, after: float) -> bool:
+        """Retrievers updated between trainings (co-visitation: sessions that went on since)
+        get the events since the training's newest, with what they need before it."""
+        pipeline = state.pipeline
+        assert pipeline is not None
+        live = [(r, r.live_lookback_s()) for r in pipeline.retrievers]
+        lookbacks = [s for _, s in live if s is not None]
+        if not lookbacks or after <= 0:
+            return False
+        snap = self.store.snapshot(since_ms=int((after - max(lookbacks)) * 1000))
+        if not any(t > after for t in snap.timestamps[-1:]):
+            return False  # nothing since training (the snapshot is ordered by time)
+        data = Interactions.from_events(
+            snap.user_ids,
+            snap.item_ids,
+            self.weights.weigh(snap.types, snap.values),
+            snap.timestamps,
+            items=state.items,
+        )
+        changed = False
+        for retriever, lookback in live:
+            if lookback is not None:
+                changed |= retriever.live_update(data, after)
         return changed
 
     def start(self, stop: threading.Event, current: Callable[[], ServingState | None]) -> None:

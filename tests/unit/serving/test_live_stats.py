@@ -146,3 +146,48 @@ def test_swapping_statistics_builds_their_columns_once_outside_requests(tmp_path
             reader.join()
     assert built == swaps  # one build per swap, each from the swapped-in statistics
     assert pipeline.item_columns.stats is swaps[-1]
+
+
+def test_sessions_since_training_reach_the_co_visitation_retriever(tmp_path: Path) -> None:
+    """Shoppers now view X then Y in one session; the trained matrix never paired them. After
+    a recount, a visitor who views X gets Y, because of X, from co-visitation."""
+    store = served.world_store()
+    service = served.service(store, tmp_path)
+    service.install(served.bundle(covisit=True))
+    state = service.state
+    assert state is not None and state.pipeline is not None
+    covisit = state.pipeline.retriever("covisit")
+    trained = covisit.matrix
+    assert trained is not None
+    x, y = next(
+        (a, b)
+        for a in range(state.n_model)
+        for b in range(state.n_model)
+        if a != b and trained[a, b] == 0 and trained.getrow(a).nnz
+    )
+    x_id, y_id = state.item_ids[x], state.item_ids[y]
+    newest = store.newest_event_ms()
+    assert newest is not None
+    store.add_events(
+        [
+            EventRecord(f"s{k}-{item}", f"shopper-{k}", item, "view", None, newest + at)
+            for k in range(30)
+            for item, at in ((x_id, 1_000), (y_id, 2_000))
+        ]
+    )
+    assert service.refresh_live_stats()
+    assert covisit.matrix is not None and covisit.matrix[x, y] > 0 and covisit.matrix[y, x] > 0
+    assert covisit.matrix.getrow(x).nnz <= covisit.params.neighbours
+    assert not service.refresh_live_stats()  # nothing new since
+    items, sums = covisit._sums([x])  # a visitor whose newest item is X
+    rank = int(np.sum(sums > sums[np.flatnonzero(items == y)[0]]))
+    assert rank < covisit.config.n  # Y is among X's co-visited candidates now
+    store.add_events([EventRecord("v1", "visitor", x_id, "view", None, newest + 5_000)])
+    got = service.recommend(RecommendRequest("visitor", n=100)).items
+    found = {r.item_id: r.reasons for r in got}
+    assert y_id in found, [r.item_id for r in got]
+    assert {"kind": "similar_to", "item_id": x_id, "via": "covisit"}.items() <= next(
+        reason for reason in found[y_id] if reason.get("via") == "covisit"
+    ).items()
+    # What a bundle saves is still what training fitted.
+    assert (covisit.parts.extras["covisit"] != trained).nnz == 0

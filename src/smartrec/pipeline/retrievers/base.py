@@ -87,6 +87,19 @@ class Retriever(ABC):
         """Fit what this retriever owns beyond the shared model (``parts.extras``, indices)."""
         return None
 
+    # ----------------------------------------------------------------- live updates
+    def live_lookback_s(self) -> float | None:
+        """Seconds of events before the training's newest that :meth:`live_update` needs with
+        the newer ones (None: this kind is not updated between trainings)."""
+        return None
+
+    def live_update(self, data: Interactions, after: float) -> bool:
+        """Fold the events of ``data`` newer than ``after`` (epoch seconds: the training's
+        newest) into what serving reads, on top of what training fitted; True when it changed.
+        ``data`` is on the model's item axis and starts :meth:`live_lookback_s` before
+        ``after``. Called from a background thread: replace state by one assignment."""
+        return False
+
     # ----------------------------------------------------------------- serving
     @abstractmethod
     def retrieve(

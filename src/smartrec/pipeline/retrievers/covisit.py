@@ -53,8 +53,16 @@ class CovisitParams(BaseModel):
     neighbours: int = Field(default=100, ge=1, le=5000)
 
 
-def covisit_matrix(data: Interactions, p: CovisitParams) -> sp.csr_matrix:
-    """Items x items decayed co-visitation weights, each row cut to its strongest entries."""
+def covisit_matrix(
+    data: Interactions,
+    p: CovisitParams,
+    after: float | None = None,
+    reference: float | None = None,
+) -> sp.csr_matrix:
+    """Items x items decayed co-visitation weights, each row cut to its strongest entries;
+    with ``after``, only the pairs whose newer event is later than it (epoch seconds), and no
+    cut (what live events add to a trained matrix). Ages are counted back from ``reference``
+    (``data``'s newest event by default); a pair newer than it weighs 1."""
     n = data.n_items
     keep = data.event_weights > 0
     users = data.event_users[keep]
@@ -70,13 +78,17 @@ def covisit_matrix(data: Interactions, p: CovisitParams) -> sp.csr_matrix:
     cols: list[np.ndarray] = []
     vals: list[np.ndarray] = []
     ln2_per_s = np.log(2.0) / (p.half_life_days * 86400.0)
+    ref = data.reference_time if reference is None else reference
     for lag in range(1, p.pair_window + 1):
         a, b = np.arange(len(items) - lag), np.arange(lag, len(items))
         same = (session[a] == session[b]) & (items[a] != items[b])
         a, b = a[same], b[same]
         if a.size == 0:
             break
-        age = np.maximum(data.reference_time - np.maximum(times[a], times[b]), 0.0)
+        if after is not None:
+            late = np.maximum(times[a], times[b]) > after
+            a, b = a[late], b[late]
+        age = np.maximum(ref - np.maximum(times[a], times[b]), 0.0)
         w = np.exp(-ln2_per_s * age).astype(np.float32)
         rows += [items[a], items[b]]
         cols += [items[b], items[a]]
@@ -89,6 +101,8 @@ def covisit_matrix(data: Interactions, p: CovisitParams) -> sp.csr_matrix:
         dtype=np.float32,
     )
     matrix.sum_duplicates()
+    if after is not None:
+        return matrix
     pruned = prune_rows(matrix, p.neighbours)
     pruned.sort_indices()
     return pruned
@@ -109,12 +123,44 @@ class CovisitRetriever(Retriever):
         return CovisitParams.model_validate(self.config.params)
 
     @property
+    def live_key(self) -> str:
+        """Where the trained matrix plus the live events' pairs is kept (the trained one stays
+        under the retriever's name: it is what a bundle saves, and each update starts from
+        it)."""
+        return f"{self.name}+live"
+
+    @property
     def matrix(self) -> sp.csr_matrix | None:
-        held: sp.csr_matrix | None = self.parts.extras.get(self.name)
+        held: sp.csr_matrix | None = self.parts.extras.get(self.live_key)
+        if held is None:
+            held = self.parts.extras.get(self.name)
         return held
 
     def fit(self, data: Interactions, *, build_index: bool = True) -> None:
         self.parts.extras[self.name] = covisit_matrix(data, self.params)
+        self.parts.extras.pop(self.live_key, None)
+
+    def live_lookback_s(self) -> float | None:
+        return self.params.session_gap_hours * 3600.0
+
+    def live_update(self, data: Interactions, after: float) -> bool:
+        """Sessions that went on after training pair their items as training would have (the
+        events before ``after`` are there for the pairs that span it); the pairs are added to
+        the trained matrix, and each row is cut to its strongest again."""
+        trained: sp.csr_matrix | None = self.parts.extras.get(self.name)
+        if trained is None:
+            return False
+        delta = covisit_matrix(data, self.params, after=after, reference=after)
+        delta = delta[: trained.shape[0], : trained.shape[1]]
+        if delta.nnz == 0 and self.live_key not in self.parts.extras:
+            return False
+        merged = prune_rows((trained + delta).tocsr(), self.params.neighbours)
+        merged.sort_indices()
+        held = self.parts.extras.get(self.live_key)
+        if held is not None and _same(held, merged):
+            return False
+        self.parts.extras[self.live_key] = merged
+        return True
 
     def _sums(self, recent: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """(co-visited items, sorted; their weighted sums over the recent history items)."""
@@ -191,7 +237,7 @@ class CovisitRetriever(Retriever):
         return {"kind": "similar_to", "item": source, "via": "covisit"}
 
     def save(self, directory: Path) -> None:
-        matrix = self.matrix
+        matrix: sp.csr_matrix | None = self.parts.extras.get(self.name)  # as trained
         if matrix is None:
             return
         directory.mkdir(parents=True, exist_ok=True)
@@ -213,3 +259,13 @@ class CovisitRetriever(Retriever):
             shape = (int(a["shape"][0]), int(a["shape"][1]))
             matrix = sp.csr_matrix((a["data"], a["indices"], a["indptr"]), shape=shape)
         self.parts.extras[self.name] = matrix
+
+
+def _same(a: sp.csr_matrix, b: sp.csr_matrix) -> bool:
+    return (
+        a.shape == b.shape
+        and a.nnz == b.nnz
+        and np.array_equal(a.indptr, b.indptr)
+        and np.array_equal(a.indices, b.indices)
+        and np.array_equal(a.data, b.data)
+    )

@@ -160,10 +160,14 @@ class MemoryStore:
         with t.lock:
             return {i for i in event_ids if i in t.events}
 
-    def snapshot(self) -> EventSnapshot:
-        """The whole event log ordered by time (then id): the training input."""
+    def snapshot(self, since_ms: int | None = None) -> EventSnapshot:
+        """The event log ordered by time (then id): the training input, or the events at or
+        after ``since_ms``."""
         with self.tables.lock:
-            rows = sorted(self.tables.events.values(), key=lambda e: (e.ts, e.event_id))
+            rows = sorted(
+                (e for e in self.tables.events.values() if since_ms is None or e.ts >= since_ms),
+                key=lambda e: (e.ts, e.event_id),
+            )
         return EventSnapshot(
             [e.user_id for e in rows],
             [e.item_id for e in rows],

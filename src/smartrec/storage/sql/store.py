@@ -363,8 +363,9 @@ class SqlStore:
             finally:
                 cursor.close()
 
-    def snapshot(self) -> EventSnapshot:
-        """The whole event log ordered by time: the training input."""
+    def snapshot(self, since_ms: int | None = None) -> EventSnapshot:
+        """The event log ordered by time: the training input, or the events at or after
+        ``since_ms`` (the ``ts`` index)."""
         c = schema.events.c
         users: list[str] = []
         items: list[str] = []
@@ -372,6 +373,8 @@ class SqlStore:
         values: list[float | None] = []
         times: list[float] = []
         query = select(c.user_id, c.item_id, c.type, c.value, c.ts).order_by(c.ts, c.event_id)
+        if since_ms is not None:
+            query = query.where(c.ts >= since_ms)
         with self.engine.connect() as conn:
             result = conn.execution_options(yield_per=50_000).execute(query)
             for part in result.partitions():
