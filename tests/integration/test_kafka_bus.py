@@ -184,7 +184,11 @@ def test_a_broker_that_stops_answering_is_a_refusal_and_then_serves_again(
         tansu.process.send_signal(signal.SIGSTOP)
         try:
             started = time.monotonic()
-            with pytest.raises(BusUnavailable, match="did not confirm 5 of 5 events within 2 s"):
+            # Unconfirmed at the timeout, or (when the client times its requests out just then)
+            # refused with the client's own timeout: a refusal either way.
+            with pytest.raises(
+                BusUnavailable, match=r"did not confirm \d of 5 events within 2 s|refused 5 of 5"
+            ):
                 bus.publish(_events(5, start=5))
             assert 1.9 < time.monotonic() - started < 10
         finally:

@@ -312,11 +312,14 @@ class KafkaBus:
                 self._broken.set()
             raise BusUnavailable(f"Kafka refused the batch: {exc}", self.retry_after_s) from None
         if not pending.done.wait(self.timeout_s):
-            raise BusUnavailable(
-                f"Kafka at {self.config.bootstrap} did not confirm {pending.left} of "
-                f"{len(unique)} events within {self.timeout_s:g} s",
-                self.retry_after_s,
-            )
+            with pending.lock:
+                left = pending.left
+            if left > 0:  # (0: the reports came in as the wait ran out; their errors say why)
+                raise BusUnavailable(
+                    f"Kafka at {self.config.bootstrap} did not confirm {left} of "
+                    f"{len(unique)} events within {self.timeout_s:g} s",
+                    self.retry_after_s,
+                )
         if pending.errors:
             raise BusUnavailable(
                 f"Kafka refused {len(pending.errors)} of {len(unique)} events: {pending.errors[0]}",
