@@ -1,4 +1,5 @@
-"""The ``smartrec`` command line: demo, serve, worker, train, evaluate, import, db."""
+"""The ``smartrec`` command line: demo, serve, worker, train, evaluate, import, snapshot,
+keys, db."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from smartrec import __version__
 from smartrec.config import Settings, load_settings
-from smartrec.errors import SmartrecError
+from smartrec.errors import ConfigError, SmartrecError
 
 if TYPE_CHECKING:
     from smartrec.keys import ApiKey, ApiKeys
@@ -31,6 +32,11 @@ keys_app = typer.Typer(
     help="API keys: create (the token is printed once), list, revoke.", no_args_is_help=True
 )
 app.add_typer(keys_app, name="keys")
+snapshot_app = typer.Typer(
+    help="Parquet snapshots of the event log in object storage (SMARTREC_SNAPSHOT_URL).",
+    no_args_is_help=True,
+)
+app.add_typer(snapshot_app, name="snapshot")
 # Pipes and CI logs get a fixed, readable width instead of rich's 80-column fallback.
 console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
@@ -175,6 +181,13 @@ def train(
         str | None, typer.Option(help="Comma-separated algorithms (default: the configured set).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    snapshot: Annotated[
+        str | None,
+        typer.Option(
+            help="Train on a Parquet snapshot in SMARTREC_SNAPSHOT_URL instead of the event "
+            "log: 'latest' or a snapshot's path (smartrec snapshot list)."
+        ),
+    ] = None,
 ) -> None:
     """Train, evaluate on the newest events, register in MLflow, promote if better."""
     from smartrec.runtime import Runtime
@@ -182,6 +195,17 @@ def train(
     settings = _settings(config)
     runtime = Runtime.build(settings)
     runtime.store.migrate()
+    if snapshot is not None:
+        from smartrec.storage.objects.snapshots import read_snapshot
+
+        objects = _objects(settings)
+        try:
+            info, events = read_snapshot(objects, None if snapshot == "latest" else snapshot)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"--snapshot {snapshot}: {exc}") from None
+        if not as_json:
+            console.print(f"  training on {objects.url}/{info.path} ({info.rows:,} events)")
+        runtime.trainer.source = lambda: (info.created_at, events)
     chosen = None
     if models:
         names = [m.strip() for m in models.split(",") if m.strip()]
@@ -523,6 +547,101 @@ def _demo_key(runtime: Runtime) -> str:
             runtime.keys.revoke(key.key_id)
     _, token = runtime.keys.create("read,ingest,admin", name="demo")
     return str(token)
+
+
+def _objects(settings: Settings) -> Any:
+    """The snapshot store, checked now: a wrong bucket or endpoint is said before any work."""
+    from smartrec.storage.objects import open_object_store
+
+    objects = open_object_store(settings.resolved_snapshot_url)
+    objects.check()
+    return objects
+
+
+@snapshot_app.command("export")
+def snapshot_export(
+    config: ConfigOpt = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only events at or after this time (ISO 8601 or epoch seconds)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Write the event log (or its events since a time) as one Parquet object."""
+    from dataclasses import asdict
+
+    from smartrec.storage import open_store
+    from smartrec.storage.objects.snapshots import write_snapshot
+
+    settings = _settings(config)
+    settings.ensure_home()
+    objects = _objects(settings)
+    store = open_store(settings.resolved_database_url)
+    store.migrate()
+    since_ms = None if since is None else _epoch_ms(since)
+    try:
+        info = write_snapshot(store, objects, since_ms)
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(asdict(info), indent=2))
+    else:
+        console.print(
+            f"wrote {info.rows:,} events ({info.bytes:,} bytes) to {objects.url}/{info.path}"
+        )
+
+
+@snapshot_app.command("list")
+def snapshot_list(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The snapshots in SMARTREC_SNAPSHOT_URL, oldest first."""
+    from dataclasses import asdict
+
+    from smartrec.storage.objects.snapshots import list_snapshots
+
+    settings = _settings(config)
+    objects = _objects(settings)
+    found = list_snapshots(objects)
+    if as_json:
+        print(json.dumps([asdict(s) for s in found], indent=2))
+        return
+    table = Table("path", "events", "bytes", "taken")
+    for info in found:
+        table.add_row(
+            info.path, f"{info.rows:,}", f"{info.bytes:,}", _when(int(info.created_at * 1000))
+        )
+    console.print(table)
+
+
+@snapshot_app.command("prune")
+def snapshot_prune(
+    keep: Annotated[int, typer.Option(min=0, help="How many of the newest to keep.")] = 3,
+    config: ConfigOpt = None,
+) -> None:
+    """Delete all but the newest snapshots (they hold users' events: keep only what you need)."""
+    from smartrec.storage.objects.snapshots import prune_snapshots
+
+    deleted = prune_snapshots(_objects(_settings(config)), keep)
+    console.print(f"deleted {len(deleted)} snapshot object(s)")
+
+
+def _epoch_ms(text: str) -> int:
+    """ISO 8601 (a naive time is UTC) or epoch seconds, as epoch milliseconds."""
+    from datetime import UTC, datetime
+
+    try:
+        return int(float(text) * 1000)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is neither ISO 8601 nor epoch seconds") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
 
 
 @db_app.command("upgrade")

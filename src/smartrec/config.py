@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     registry_url: str | None = None
     #: Where model artifacts are written (a path or fsspec URL). Default: ``home/artifacts``.
     artifacts_url: str | None = None
+    #: Object storage for Parquet snapshots of the event log (``smartrec snapshot export``;
+    #: ``smartrec train --snapshot``): a path, or ``s3://bucket/prefix`` (``gs://``, ``az://``)
+    #: with the ``s3`` (``gcs``, ``azure``) extra. Default: ``home/snapshots``.
+    snapshot_url: str | None = None
     #: Where ``POST /v1/events`` hands events: ``database://`` (the database is the log; the
     #: API writes it) or ``kafka://[user:password@]host:port[,host:port]?topic=...`` (Kafka;
     #: ``smartrec worker`` writes the log). See docs/operations/events.md.
@@ -276,6 +280,10 @@ class Settings(BaseSettings):
     @property
     def resolved_artifacts_url(self) -> str:
         return self.artifacts_url or str(self.resolved_home / "artifacts")
+
+    @property
+    def resolved_snapshot_url(self) -> str:
+        return self.snapshot_url or str(self.resolved_home / "snapshots")
 
     @property
     def weights(self) -> EventWeights:

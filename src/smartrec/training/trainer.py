@@ -17,6 +17,7 @@ from typing import Any
 from smartrec.config import Settings
 from smartrec.domain import CatalogItem, IdMap, Interactions
 from smartrec.domain.metrics import ranking_metrics
+from smartrec.domain.records import EventSnapshot
 from smartrec.errors import SmartrecError, TrainingError
 from smartrec.models import Recommender, create
 from smartrec.pipeline.core import TrainedPipeline, recommend_users
@@ -71,11 +72,17 @@ class Trainer:
         self.catalog: dict[str, CatalogItem] = {}
         self._tuned_pipeline: dict[str, Any] = {}
         self.snapshot_at = 0.0
+        #: Where the events come from instead of the log: (when they were read, the events),
+        #: e.g. a Parquet snapshot in object storage (``smartrec train --snapshot``).
+        self.source: Callable[[], tuple[float, EventSnapshot]] | None = None
 
     # ----------------------------------------------------------------- data
     def load_data(self) -> Interactions:
-        self.snapshot_at = time.time()  # before the read: an erasure during it may be in it
-        snap = self.store.snapshot()
+        if self.source is not None:
+            self.snapshot_at, snap = self.source()  # erasures after it are served as such
+        else:
+            self.snapshot_at = time.time()  # before the read: an erasure during it may be in it
+            snap = self.store.snapshot()
         if len(snap) < self.settings.min_training_events:
             raise TrainingError(
                 f"only {len(snap)} events stored; training needs at least "
