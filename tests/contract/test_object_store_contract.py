@@ -90,3 +90,8 @@ def test_an_unreachable_store_is_a_clear_error_naming_it(tmp_path: Path) -> None
 def test_a_scheme_without_its_driver_names_the_extra() -> None:
     with pytest.raises(ConfigError, match="unknown-scheme"):
         open_object_store("unknown-scheme://bucket/x")
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match=r"gs://bucket/x .*pip install 'smartrec\[gcs\]'"):
+            open_object_store("gs://bucket/x")
