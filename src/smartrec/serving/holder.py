@@ -122,11 +122,21 @@ class ModelHolder:
         state.apply_catalog(rows, rows if with_text else None)
 
     def reload(self) -> bool:
-        """Load the champion if it moved; True when a new version is now served."""
+        """Load the champion if it moved; True when a new version is now served. A registry
+        that cannot be reached (or a version that cannot be loaded) raises, and is remembered in
+        :attr:`last_reload_error` until a reload succeeds: the model served goes on serving."""
+        try:
+            return self._reload()
+        except Exception as exc:
+            self.last_reload_error = f"{type(exc).__name__}: {exc}"
+            raise
+
+    def _reload(self) -> bool:
         with self._swap_lock:
             version = self.registry.alias_version(CHAMPION)
             current = self.state.version if self.state is not None else None
             if version is None or version == current:
+                self.last_reload_error = None
                 return False
             started = time.perf_counter()
             bundle = self.registry.load(version)
@@ -150,11 +160,14 @@ class ModelHolder:
             while not stop.wait(interval):
                 try:
                     self.reload()
+                except Exception:  # keep serving the current model
+                    log.warning("champion reload failed: %s", self.last_reload_error)
+                # Apart: a registry that is down must not stop catalogue edits and erasures.
+                try:
                     self.refresh_catalog()
                     self.erasures.refresh()
-                except Exception as exc:  # keep serving the current model
-                    self.last_reload_error = f"{type(exc).__name__}: {exc}"
-                    log.warning("champion reload failed: %s", self.last_reload_error)
+                except Exception as exc:
+                    log.warning("catalogue sync failed: %s: %s", type(exc).__name__, exc)
 
         self._watcher = threading.Thread(target=loop, name="smartrec-reload", daemon=True)
         self._watcher.start()

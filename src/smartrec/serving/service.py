@@ -142,8 +142,17 @@ class RecommendationService:
         self.live.join()
 
     def ready(self) -> bool:
-        """A model is loaded, or there are events for the popularity fallback."""
-        return self.holder.state is not None or self.store.count_events() > 0
+        """A model is loaded; or the registry says there is none to load, and there are events
+        for the popularity fallback. A registry that cannot be reached with no model loaded is
+        not ready (other replicas may serve the champion); with a model loaded, it is."""
+        if self.holder.state is not None:
+            return True
+        return self.holder.last_reload_error is None and self.store.count_events() > 0
+
+    @property
+    def registry_error(self) -> str | None:
+        """Why the last champion reload failed (None: it did not)."""
+        return self.holder.last_reload_error
 
     # ----------------------------------------------------------------- feeds and erasures
     def events_arrived(self, user_ids: Iterable[str]) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 from unittest import mock
+
+import pytest
 
 from smartrec.config import Settings
 from smartrec.domain.clock import now_ms
@@ -109,3 +113,68 @@ def test_two_edits_of_an_item_within_one_millisecond_both_reach_serving(tmp_path
     edit(store, {**row, "available": True}, stamp)  # the same millisecond, seen after the poll
     assert h.refresh_catalog() == 1
     assert state.allowed(None)[pos]
+
+
+class FlakyRegistry(served.FakeRegistry):
+    """A registry that can be switched off, as an MLflow server that stops answering."""
+
+    def __init__(self) -> None:
+        super().__init__({"v1": served.bundle("v1")})
+        self.down = False
+
+    def alias_version(self, alias: str = "champion") -> str | None:
+        if self.down:
+            raise ConnectionError("mlflow.example:5000 refused the connection")
+        return super().alias_version(alias)
+
+
+def test_a_registry_that_is_down_keeps_the_loaded_model_and_readiness(tmp_path: Path) -> None:
+    registry = FlakyRegistry()
+    registry.champion = "v1"
+    service = served.service(served.world_store(), tmp_path / "a", registry)
+    assert service.reload() and service.ready()
+    registry.down = True
+    with pytest.raises(ConnectionError):
+        service.reload()
+    assert service.ready() and service.model_version == "v1"  # serving what it has
+    assert service.registry_error is not None
+
+
+def test_no_model_and_a_registry_that_is_down_is_not_ready_until_it_answers(
+    tmp_path: Path,
+) -> None:
+    registry = FlakyRegistry()
+    registry.champion = "v1"
+    registry.down = True
+    service = served.service(served.world_store(), tmp_path / "b", registry)
+    with pytest.raises(ConnectionError):
+        service.reload()
+    # Events are there (the popularity fallback could answer), but another replica may serve
+    # the champion: this one says so instead of serving popular items behind a load balancer.
+    assert not service.ready()
+    registry.down = False
+    assert service.reload() and service.ready() and service.registry_error is None
+
+
+def test_the_watcher_syncs_the_catalogue_while_the_registry_is_down(tmp_path: Path) -> None:
+    registry = FlakyRegistry()
+    registry.champion = "v1"
+    store = served.world_store()
+    service = served.service(store, tmp_path / "c", registry, reload_interval_s=0.05)
+    service.reload()
+    registry.down = True
+    stop = threading.Event()
+    service.holder.start_watcher(stop)
+    try:
+        item = served.world().items[0]["item_id"]
+        store.upsert_items([{"item_id": item, "title": "renamed while MLflow is down"}])
+        state = service.state
+        assert state is not None
+        position = state.position(item)
+        deadline = time.monotonic() + 10
+        while state.titles[position] != "renamed while MLflow is down":
+            assert time.monotonic() < deadline, "the catalogue stopped syncing"
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        service.holder.join()

@@ -26,11 +26,13 @@ def readyz(rt: RuntimeDep) -> dict[str, object] | JSONResponse:
     if not rt.store.ping():
         return problem(503, "Service not ready", "the database does not answer")
     if not rt.service.ready():
-        return problem(
-            503,
-            "Service not ready",
-            "no model is loaded and there are no events for the popularity fallback",
-        )
+        error = rt.service.registry_error
+        if error is not None:  # its text (hosts, paths) is for the log, not for any caller
+            kind = error.split(":", 1)[0]
+            detail = f"no model is loaded and the model registry cannot be used ({kind})"
+        else:
+            detail = "no model is loaded and there are no events for the popularity fallback"
+        return problem(503, "Service not ready", detail)
     return {
         "status": "ready",
         "model_version": rt.service.model_version,
