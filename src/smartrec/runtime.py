@@ -6,6 +6,7 @@ importing `smartrec.api`."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -185,6 +186,11 @@ def startup_lock(settings: Settings, store: Store) -> Iterator[None]:
 
 def build_registry(settings: Settings) -> ModelRegistry:
     remote = settings.resolved_registry_url.startswith(("http://", "https://", "databricks"))
+    if remote:
+        # MLflow's client reads these per request; a user's own setting wins.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.registry_timeout_s))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.registry_retries))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     # With a tracking server, artifacts go where the server keeps them unless told otherwise:
     # a local default directory would be invisible to the other replicas.
     artifacts = settings.artifacts_url if remote else settings.resolved_artifacts_url
