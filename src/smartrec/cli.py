@@ -196,16 +196,22 @@ def train(
     runtime = Runtime.build(settings)
     runtime.store.migrate()
     if snapshot is not None:
-        from smartrec.storage.objects.snapshots import read_snapshot
+        from smartrec.storage.objects.snapshots import read_snapshot, without_users
 
         objects = _objects(settings)
         try:
             info, events = read_snapshot(objects, None if snapshot == "latest" else snapshot)
         except FileNotFoundError as exc:
             raise ConfigError(f"--snapshot {snapshot}: {exc}") from None
+        # Users erased since the snapshot was taken: their events stay out of the model.
+        erased = set(runtime.store.erasures(int(info.created_at * 1000)))
+        kept = without_users(events, erased)
         if not as_json:
-            console.print(f"  training on {objects.url}/{info.path} ({info.rows:,} events)")
-        runtime.trainer.source = lambda: (info.created_at, events)
+            console.print(
+                f"  training on {objects.url}/{info.path} ({len(kept):,} events; "
+                f"{info.rows - len(kept):,} of users erased since left out)"
+            )
+        runtime.trainer.source = lambda: (info.created_at, kept)
     chosen = None
     if models:
         names = [m.strip() for m in models.split(",") if m.strip()]
@@ -549,12 +555,13 @@ def _demo_key(runtime: Runtime) -> str:
     return str(token)
 
 
-def _objects(settings: Settings) -> Any:
-    """The snapshot store, checked now: a wrong bucket or endpoint is said before any work."""
+def _objects(settings: Settings, write: bool = False) -> Any:
+    """The snapshot store, checked now (written to only by the commands that write): a wrong
+    bucket or endpoint is said before any work."""
     from smartrec.storage.objects import open_object_store
 
     objects = open_object_store(settings.resolved_snapshot_url)
-    objects.check()
+    objects.check(write=write)
     return objects
 
 
@@ -575,7 +582,7 @@ def snapshot_export(
 
     settings = _settings(config)
     settings.ensure_home()
-    objects = _objects(settings)
+    objects = _objects(settings, write=True)
     store = open_store(settings.resolved_database_url)
     store.migrate()
     since_ms = None if since is None else _epoch_ms(since)
@@ -623,7 +630,7 @@ def snapshot_prune(
     """Delete all but the newest snapshots (they hold users' events: keep only what you need)."""
     from smartrec.storage.objects.snapshots import prune_snapshots
 
-    deleted = prune_snapshots(_objects(_settings(config)), keep)
+    deleted = prune_snapshots(_objects(_settings(config), write=True), keep)
     console.print(f"deleted {len(deleted)} snapshot object(s)")
 
 

@@ -55,11 +55,12 @@ class Settings(BaseSettings):
     registry_url: str | None = None
     #: Where model artifacts are written (a path or fsspec URL). Default: ``home/artifacts``.
     artifacts_url: str | None = None
-    #: Seconds one request to an MLflow tracking server may take, and how many times a failed
-    #: one is retried (with a short back-off). MLflow's own defaults (120 s, 7 retries with a
-    #: doubling back-off) would hold a replica's start for minutes while the server is down.
-    #: ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``..._MAX_RETRIES`` in the environment win over these.
-    registry_timeout_s: int = Field(default=15, ge=1)
+    #: Seconds one request to an MLflow tracking server may take (artifact uploads of a
+    #: training included), and how many times a failed one is retried (with a short
+    #: back-off). MLflow's own retries (7, with a doubling back-off) would hold a replica's
+    #: start for minutes while the server is down. ``MLFLOW_HTTP_REQUEST_TIMEOUT`` /
+    #: ``..._MAX_RETRIES`` in the environment win over these.
+    registry_timeout_s: int = Field(default=120, ge=1)
     registry_retries: int = Field(default=2, ge=0, le=10)
     #: Object storage for Parquet snapshots of the event log (``smartrec snapshot export``;
     #: ``smartrec train --snapshot``): a path, or ``s3://bucket/prefix`` (``gs://``, ``az://``)

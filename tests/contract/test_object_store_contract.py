@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,3 +97,58 @@ def test_a_scheme_without_its_driver_names_the_extra() -> None:
     except ImportError:
         with pytest.raises(ConfigError, match=r"gs://bucket/x .*pip install 'smartrec\[gcs\]'"):
             open_object_store("gs://bucket/x")
+
+
+def test_reads_need_no_write_access_and_checks_run_side_by_side(tmp_path: Path) -> None:
+    root = tmp_path / "read-only"
+    writable = open_object_store(str(root))
+    writable.put("snapshots/a.json", b"{}")
+    root.chmod(0o555)
+    (root / "snapshots").chmod(0o555)
+    try:
+        store = open_object_store(str(root))
+        store.check(write=False)  # a training job on a read-only mount
+        assert store.list() == ["snapshots/a.json"]
+        missing = open_object_store(str(tmp_path / "typo"))
+        missing.check(write=False)
+        assert not (tmp_path / "typo").exists()  # a read never creates the folder
+    finally:
+        (root / "snapshots").chmod(0o755)
+        root.chmod(0o755)
+    shared = open_object_store(str(tmp_path / "shared"))
+    errors: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            shared.check()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=check) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors  # each probe has its own name
+
+
+def test_an_endpoint_that_never_answers_is_an_error_in_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("s3fs")
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    port = hole.getsockname()[1]
+    monkeypatch.setattr("smartrec.storage.objects.store.CHECK_TIMEOUT_S", 2.0)
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConfigError, match="no answer in 2 s"):
+            open_object_store(f"s3://bucket/x?endpoint_url=http://127.0.0.1:{port}").check()
+    finally:
+        hole.close()
+    assert time.monotonic() - started < 10

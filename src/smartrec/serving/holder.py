@@ -52,6 +52,9 @@ class ModelHolder:
         self.erasures = erasures
         self.state: ServingState | None = None
         self.last_reload_error: str | None = None
+        #: The registry could not be asked for the champion (an outage), as opposed to a version
+        #: that could not be loaded: only the first keeps a replica without a model unready.
+        self.registry_down = False
         self._on_install = on_install
         self._on_catalog = on_catalog
         self._catalog_mark: int | None = None  # newest items.updated_at applied
@@ -133,14 +136,22 @@ class ModelHolder:
 
     def _reload(self) -> bool:
         with self._swap_lock:
-            version = self.registry.alias_version(CHAMPION)
+            try:
+                version = self.registry.alias_version(CHAMPION)
+            except Exception:
+                self.registry_down = True
+                raise
             current = self.state.version if self.state is not None else None
             if version is None or version == current:
+                self.registry_down = False
                 self.last_reload_error = None
                 return False
             started = time.perf_counter()
-            bundle = self.registry.load(version)
-            self.install(bundle)
+            try:  # an outage ends once the champion is served (or cannot be, for another cause)
+                bundle = self.registry.load(version)
+                self.install(bundle)
+            finally:
+                self.registry_down = False
             self.last_reload_error = None
             log.info(
                 "serving model version %s (%s), loaded in %.2fs",

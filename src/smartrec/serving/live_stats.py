@@ -59,6 +59,8 @@ class LiveStats:
         self.refreshed = 0
         self.last: dict[str, Any] = {}
         self._thread: threading.Thread | None = None
+        #: (model version, events read, newest time) of the last retrievers' update.
+        self._log_signature: tuple[str, int, float | None] | None = None
 
     def counts(self, window_s: float) -> list[tuple[str, float]]:
         """Each item's positive events in the window ending at the newest event."""
@@ -110,9 +112,13 @@ class LiveStats:
         lookbacks = [s for _, s in live if s is not None]
         if not lookbacks or after <= 0:
             return False
-        snap = self.store.snapshot(since_ms=int((after - max(lookbacks)) * 1000))
-        if not any(t > after for t in snap.timestamps[-1:]):
-            return False  # nothing since training (the snapshot is ordered by time)
+        since_ms = int((after - max(lookbacks)) * 1000)
+        snap = self.store.snapshot(since_ms=since_ms)
+        # The same events as at the last recount (count and newest time): nothing to redo.
+        signature = (state.version, len(snap), snap.timestamps[-1] if len(snap) else None)
+        if signature == self._log_signature:
+            return False
+        self._log_signature = signature
         data = Interactions.from_events(
             snap.user_ids,
             snap.item_ids,

@@ -147,12 +147,12 @@ class RecommendationService:
         not ready (other replicas may serve the champion); with a model loaded, it is."""
         if self.holder.state is not None:
             return True
-        return self.holder.last_reload_error is None and self.store.count_events() > 0
+        return not self.holder.registry_down and self.store.count_events() > 0
 
     @property
     def registry_error(self) -> str | None:
-        """Why the last champion reload failed (None: it did not)."""
-        return self.holder.last_reload_error
+        """Why the registry could not be asked for the champion (None: it could)."""
+        return self.holder.last_reload_error if self.holder.registry_down else None
 
     # ----------------------------------------------------------------- feeds and erasures
     def events_arrived(self, user_ids: Iterable[str]) -> None:

@@ -178,3 +178,14 @@ def test_the_watcher_syncs_the_catalogue_while_the_registry_is_down(tmp_path: Pa
     finally:
         stop.set()
         service.holder.join()
+
+
+def test_a_champion_that_cannot_be_loaded_falls_back_to_popular_items(tmp_path: Path) -> None:
+    """Not an outage: the registry answers, the version does not load (a damaged bundle). The
+    replica serves the popularity fallback, as before, and stays ready."""
+    registry = FlakyRegistry()
+    registry.champion = "v9"  # not in the registry's bundles: load() raises KeyError
+    service = served.service(served.world_store(), tmp_path / "d", registry)
+    with pytest.raises(KeyError):
+        service.reload()
+    assert service.ready() and service.registry_error is None

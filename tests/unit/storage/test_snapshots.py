@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from smartrec.domain import EventRecord
+from smartrec.domain.clock import erasure_key
 from smartrec.storage.memory import MemoryStore
 from smartrec.storage.objects import open_object_store
 from smartrec.storage.objects.base import ObjectStore
@@ -20,6 +21,7 @@ from smartrec.storage.objects.snapshots import (
     list_snapshots,
     prune_snapshots,
     read_snapshot,
+    without_users,
     write_snapshot,
 )
 
@@ -65,10 +67,19 @@ def test_a_snapshot_reads_back_as_the_log_and_any_parquet_tool_reads_it(
     assert json.loads(objects.get(info.path.replace(".parquet", ".json")))["rows"] == 3
 
 
-def test_since_keeps_the_newer_events_only(objects: ObjectStore) -> None:
-    info = write_snapshot(_log(), objects, since_ms=2_000)
-    _, events = read_snapshot(objects, info.path)
-    assert events.timestamps == [2.0, 3.0] and info.since_ms == 2_000
+def test_since_keeps_the_newer_events_only_and_is_never_the_latest(objects: ObjectStore) -> None:
+    full = write_snapshot(_log(), objects)
+    part = write_snapshot(_log(), objects, since_ms=2_000)
+    _, events = read_snapshot(objects, part.path)
+    assert events.timestamps == [2.0, 3.0] and part.since_ms == 2_000
+    assert read_snapshot(objects)[0] == full  # "latest" is the newest of the whole log
+
+
+def test_erased_users_are_left_out_of_a_snapshot_trained_on() -> None:
+    events = _log().snapshot()
+    kept = without_users(events, {erasure_key("u1")})
+    assert kept.user_ids == ["用户", "u2"] and kept.timestamps == [2.0, 3.0]
+    assert without_users(events, set()) is events
 
 
 def test_snapshots_list_oldest_first_and_a_named_one_is_found(objects: ObjectStore) -> None:
@@ -79,7 +90,7 @@ def test_snapshots_list_oldest_first_and_a_named_one_is_found(objects: ObjectSto
     assert read_snapshot(objects, first.path.rsplit("/", 1)[-1])[0] == first
     with pytest.raises(FileNotFoundError, match="no snapshot 'nope'"):
         read_snapshot(objects, "nope")
-    with pytest.raises(FileNotFoundError, match="no snapshot in"):
+    with pytest.raises(FileNotFoundError, match="no snapshot of the whole log in"):
         read_snapshot(open_object_store("memory://empty-" + uuid.uuid4().hex[:8]))
 
 
@@ -89,9 +100,11 @@ def test_a_snapshot_cut_short_is_never_listed_and_pruned_once_abandoned(
     store = _log()
     kept = [write_snapshot(store, objects) for _ in range(3)]
     objects.put("snapshots/events-20260101T000000000000Z.parquet", b"half")  # no manifest
-    objects.put(f"snapshots/events-{'9' * 8}T999999000000Z.parquet", b"?")  # not our stamp
+    stranger = f"snapshots/events-{'9' * 8}T999999000000Z.parquet"  # not our stamp
+    objects.put(stranger, b"?")
     assert len(list_snapshots(objects)) == 3
     deleted = prune_snapshots(objects, keep=1)
+    assert stranger not in deleted and objects.exists(stranger)
     assert kept[0].path in deleted and kept[1].path in deleted
     assert "snapshots/events-20260101T000000000000Z.parquet" in deleted
     assert [s.path for s in list_snapshots(objects)] == [kept[2].path]

@@ -141,7 +141,8 @@ class CovisitRetriever(Retriever):
         self.parts.extras.pop(self.live_key, None)
 
     def live_lookback_s(self) -> float | None:
-        return self.params.session_gap_hours * 3600.0
+        # A pair may join events ``pair_window`` apart, each gap up to the session gap.
+        return self.params.session_gap_hours * 3600.0 * self.params.pair_window
 
     def live_update(self, data: Interactions, after: float) -> bool:
         """Sessions that went on after training pair their items as training would have (the

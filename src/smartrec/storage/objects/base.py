@@ -9,9 +9,9 @@ class ObjectStore(Protocol):
     #: The root URL as users wrote it, without credentials or options (for messages).
     url: str
 
-    def check(self) -> None:
-        """Raise ConfigError naming :attr:`url` when the store cannot be reached or written
-        (at start: a wrong bucket or endpoint is said at once, not at the first write)."""
+    def check(self, write: bool = True) -> None:
+        """Raise ConfigError naming :attr:`url` when the store cannot be written (or, not
+        ``write``, read): at start, so a wrong bucket or endpoint is said at once."""
         ...
 
     def put(self, path: str, data: bytes) -> None: ...

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from smartrec.domain.clock import erasure_key
 from smartrec.domain.records import EventSnapshot
 from smartrec.storage.objects.base import ObjectStore
 from smartrec.storage.ports import EventStore
@@ -108,14 +109,16 @@ def list_snapshots(objects: ObjectStore) -> list[SnapshotInfo]:
 def read_snapshot(
     objects: ObjectStore, path: str | None = None
 ) -> tuple[SnapshotInfo, EventSnapshot]:
-    """A snapshot (the newest without ``path``) as the training input, ordered by time."""
+    """A snapshot as the training input, ordered by time: the named one, or else the newest of
+    the whole log (one exported with ``since_ms`` is a part, never taken unnamed)."""
     import pyarrow.parquet as pq
 
     known = list_snapshots(objects)
     if path is None:
-        if not known:
-            raise FileNotFoundError(f"no snapshot in {objects.url}/{PREFIX}")
-        info = known[-1]
+        full = [s for s in known if s.since_ms is None]  # not a part exported with --since
+        if not full:
+            raise FileNotFoundError(f"no snapshot of the whole log in {objects.url}/{PREFIX}")
+        info = full[-1]
     else:
         found = [s for s in known if s.path == path or s.path.endswith("/" + path)]
         if not found:
@@ -142,6 +145,21 @@ def _stamp(path: str) -> float | None:
         return None
 
 
+def without_users(events: EventSnapshot, keys: set[str]) -> EventSnapshot:
+    """The events of users whose erasure keys are not in ``keys``: a snapshot taken before an
+    erasure still holds the erased user's events, and training must not learn from them."""
+    if not keys:
+        return events
+    keep = [k for k, user in enumerate(events.user_ids) if erasure_key(user) not in keys]
+    return EventSnapshot(
+        [events.user_ids[k] for k in keep],
+        [events.item_ids[k] for k in keep],
+        [events.types[k] for k in keep],
+        [events.values[k] for k in keep],
+        [events.timestamps[k] for k in keep],
+    )
+
+
 def prune_snapshots(objects: ObjectStore, keep: int) -> list[str]:
     """Delete all but the ``keep`` newest snapshots, and those cut short (no manifest an hour
     after they were started: one being written now is left alone); the paths deleted."""
@@ -150,8 +168,10 @@ def prune_snapshots(objects: ObjectStore, keep: int) -> list[str]:
     complete = {s.path for s in known}
     deleted = []
     for info in drop:
-        objects.delete(info.path)
+        # The manifest first: a crash between leaves a data object without one (cleaned up
+        # later), never a listed snapshot whose data is gone.
         objects.delete(manifest_path(info.path))
+        objects.delete(info.path)
         deleted.append(info.path)
     for name in objects.list(PREFIX):
         started = _stamp(name)

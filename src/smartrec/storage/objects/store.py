@@ -10,13 +10,19 @@ or workload identity), never from the URL.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
+import threading
+import uuid
 from typing import IO, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from smartrec.errors import ConfigError
 
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}
+#: How long a check may take: an endpoint that accepts connections and never answers would
+#: hold a write for ever (botocore waits on ``Expect: 100-continue``).
+CHECK_TIMEOUT_S = 30.0
 #: S3 defaults that make an unreachable endpoint an error in seconds, not minutes.
 S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}}
 
@@ -64,17 +70,39 @@ class FsspecStore:
             raise ValueError(f"not an object path: {path!r}")
         return f"{self.root}/{clean}"
 
-    def check(self) -> None:
-        probe = self._path(".smartrec-check")
-        try:
-            if self.local:
-                self.fs.makedirs(self.root, exist_ok=True)
-            self.fs.pipe(probe, b"")
-            self.fs.rm(probe)
-        except Exception as exc:
+    def check(self, write: bool = True) -> None:
+        """Write and delete a probe object (``write``), or list the root (reads only: a
+        read-only bucket or mount serves training), within :data:`CHECK_TIMEOUT_S`."""
+        done: list[BaseException | None] = []
+
+        def probe() -> None:
+            try:
+                if write:
+                    target = self._path(f".smartrec-check-{uuid.uuid4().hex}")
+                    if self.local:
+                        self.fs.makedirs(self.root, exist_ok=True)
+                    self.fs.pipe(target, b"")
+                    self.fs.rm(target)
+                elif not self.local or self.fs.exists(self.root):
+                    # Nothing there yet is no error (an empty prefix is no object on S3).
+                    with contextlib.suppress(FileNotFoundError):
+                        self.fs.ls(self.root)
+                done.append(None)
+            except Exception as exc:
+                done.append(exc)
+
+        thread = threading.Thread(target=probe, name="object-store-check", daemon=True)
+        thread.start()
+        thread.join(CHECK_TIMEOUT_S)
+        what = "written" if write else "read"
+        if not done:
             raise ConfigError(
-                f"object storage {self.url} cannot be written: {type(exc).__name__}: {exc}"
-            ) from None
+                f"object storage {self.url} cannot be {what}: no answer in {CHECK_TIMEOUT_S:g} s"
+            )
+        error = done[0]
+        if error is not None:
+            kind = type(error).__name__
+            raise ConfigError(f"object storage {self.url} cannot be {what}: {kind}: {error}")
 
     def put(self, path: str, data: bytes) -> None:
         target = self._path(path)
