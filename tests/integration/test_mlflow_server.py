@@ -111,20 +111,9 @@ def test_train_register_and_serve_through_a_tracking_server(
         reload_interval_s=0,
         models={"popularity": {}, "ease": {"l2": 50.0}},
     )
-    users, items, types = data.event_user_ids(), data.event_item_ids(), data.event_type_names()
+    users = data.event_user_ids()
     with TestClient(create_app(settings)) as client:
-        for lo in range(0, data.n_events, 1000):
-            events = [
-                {"user_id": users[k], "item_id": items[k], "type": types[k], "timestamp": int(t)}
-                for k, t in zip(range(lo, lo + 1000), data.timestamp[lo : lo + 1000], strict=True)
-            ]
-            assert client.post("/v1/events", json={"events": events}).status_code == 202
-        job_id = client.post("/v1/training-jobs", json={}).json()["job_id"]
-        for _ in range(600):
-            job = client.get(f"/v1/training-jobs/{job_id}").json()
-            if job["status"] in ("succeeded", "failed"):
-                break
-            time.sleep(0.2)
+        job = _train(client, data)
         assert job["status"] == "succeeded", job
         models = client.get("/v1/models").json()
         assert models["serving_version"] == "1"
