@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -127,11 +127,7 @@ class Runtime:
     def events_stored(self, user_ids: Iterable[str]) -> None:
         """This process stored events of these users: its own feeds go at once, the shared
         ones next, and then every other serving process is told through the change feed."""
-        users = set(user_ids)
-        if self.shared_feeds is not None:  # first: a request here must not take the old one
-            self.shared_feeds.invalidate(users)
-        self.service.events_arrived(users)
-        self.changes.publish(users)
+        announce(set(user_ids), self.shared_feeds, self.changes, self.service.events_arrived)
 
     def check_auth(self) -> None:
         """Refuse to serve with keys required and none to use; warn when auth is off on an
@@ -291,9 +287,17 @@ def key_prefix(settings: Settings) -> str:
     return f"smartrec:{settings.model_name}:"
 
 
-def announce(users: set[str], shared_feeds: FeedStore | None, changes: ChangeFeed) -> None:
-    """Events of ``users`` are stored: their shared feeds are dropped first, then every serving
-    process is told (a replica that rebuilds on the notice must not find the old feed)."""
+def announce(
+    users: set[str],
+    shared_feeds: FeedStore | None,
+    changes: ChangeFeed,
+    here: Callable[[set[str]], None] | None = None,
+) -> None:
+    """Events of ``users`` are stored: their shared feeds are dropped first (a request that
+    rebuilds on the news must not find the old feed), then this process's own (``here``), then
+    every serving process is told."""
     if shared_feeds is not None:
         shared_feeds.invalidate(users)
+    if here is not None:
+        here(users)
     changes.publish(users)

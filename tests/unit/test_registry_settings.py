@@ -18,12 +18,18 @@ VARS = (
 )
 
 
+def _unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's variables absent, and removed again after the test (set, then deleted: the
+    monkeypatch undoes what the test sets)."""
+    for name in VARS:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
 def test_a_tracking_server_gets_short_timeouts_and_few_retries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in VARS:  # set then deleted: the monkeypatch removes what the test sets
-        monkeypatch.setenv(name, "")
-        monkeypatch.delenv(name)
+    _unset(monkeypatch)
     build_registry(Settings(home=tmp_path, registry_url="http://mlflow.internal:5000"))
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "120"
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
@@ -35,9 +41,7 @@ def test_a_tracking_server_gets_short_timeouts_and_few_retries(
 def test_the_users_own_mlflow_variables_win(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in VARS:
-        monkeypatch.setenv(name, "")
-        monkeypatch.delenv(name)
+    _unset(monkeypatch)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")
     build_registry(
         Settings(home=tmp_path, registry_url="https://mlflow.internal", registry_retries=5)
@@ -49,8 +53,6 @@ def test_the_users_own_mlflow_variables_win(
 def test_an_embedded_registry_leaves_mlflow_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in VARS:  # set then deleted: the monkeypatch removes what the test sets
-        monkeypatch.setenv(name, "")
-        monkeypatch.delenv(name)
+    _unset(monkeypatch)
     build_registry(Settings(home=tmp_path))
     assert not any(name in os.environ for name in VARS)

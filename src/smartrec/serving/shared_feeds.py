@@ -100,9 +100,6 @@ class SharedFeeds:
         self.shared_hits += 1
         return feed
 
-    def get(self, user_id: str, state: ServingState) -> Feed | None:
-        return self.lookup(user_id, state)[0]
-
     def cached(self, user_id: str, version: str) -> Feed | None:
         """This process's copy only (no I/O: what the event loop may ask)."""
         return self.local.get(user_id, version)
